@@ -357,7 +357,14 @@ mod tests {
     use super::*;
 
     fn text(len: usize) -> Vec<u8> {
-        let words = ["sync ", "chunk ", "folder ", "drift ", "namespace ", "cursor\n"];
+        let words = [
+            "sync ",
+            "chunk ",
+            "folder ",
+            "drift ",
+            "namespace ",
+            "cursor\n",
+        ];
         let mut out = Vec::with_capacity(len + 16);
         let mut i = 0usize;
         while out.len() < len {
@@ -428,7 +435,10 @@ mod tests {
             dec.decode(Codec::Zstd, &frame, MAX_CHUNK_LEN + 1),
             Err(DecodeError::RawLenTooLarge(MAX_CHUNK_LEN + 1))
         );
-        assert_eq!(dec.decode(Codec::Zstd, b"nope", 4), Err(DecodeError::BadHeader));
+        assert_eq!(
+            dec.decode(Codec::Zstd, b"nope", 4),
+            Err(DecodeError::BadHeader)
+        );
         let mut truncated = frame.clone();
         truncated.truncate(frame.len() / 2);
         assert!(matches!(

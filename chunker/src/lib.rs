@@ -8,6 +8,7 @@
 mod codec;
 mod content;
 mod params;
+mod readahead;
 mod sniff;
 mod stream;
 

@@ -42,25 +42,25 @@ fn has_compressed_extension(file_name: &str) -> bool {
 
 /// Magic numbers of compressed containers and media, at offset 0.
 const MAGIC: &[&[u8]] = &[
-    b"\x1f\x8b",                         // gzip
-    b"PK\x03\x04",                       // zip, docx, xlsx, jar, apk, epub
-    b"PK\x05\x06",                       // empty zip
-    b"\x28\xb5\x2f\xfd",                 // zstd
-    b"\xfd7zXZ\x00",                     // xz
-    b"BZh",                              // bzip2
-    b"7z\xbc\xaf\x27\x1c",               // 7-zip
-    b"Rar!\x1a\x07",                     // rar
-    b"\x04\x22\x4d\x18",                 // lz4
-    b"\x89PNG\r\n\x1a\n",                // png
-    b"\xff\xd8\xff",                     // jpeg
-    b"GIF8",                             // gif
-    b"\x1a\x45\xdf\xa3",                 // matroska, webm
-    b"OggS",                             // ogg, opus
-    b"fLaC",                             // flac
-    b"ID3",                              // mp3 with ID3 tag
-    b"wOFF",                             // woff
-    b"wOF2",                             // woff2
-    b"MSCF",                             // cab
+    b"\x1f\x8b",                       // gzip
+    b"PK\x03\x04",                     // zip, docx, xlsx, jar, apk, epub
+    b"PK\x05\x06",                     // empty zip
+    b"\x28\xb5\x2f\xfd",               // zstd
+    b"\xfd7zXZ\x00",                   // xz
+    b"BZh",                            // bzip2
+    b"7z\xbc\xaf\x27\x1c",             // 7-zip
+    b"Rar!\x1a\x07",                   // rar
+    b"\x04\x22\x4d\x18",               // lz4
+    b"\x89PNG\r\n\x1a\n",              // png
+    b"\xff\xd8\xff",                   // jpeg
+    b"GIF8",                           // gif
+    b"\x1a\x45\xdf\xa3",               // matroska, webm
+    b"OggS",                           // ogg, opus
+    b"fLaC",                           // flac
+    b"ID3",                            // mp3 with ID3 tag
+    b"wOFF",                           // woff
+    b"wOF2",                           // woff2
+    b"MSCF",                           // cab
     b"\x00\x00\x00\x0cjP  \r\n\x87\n", // jpeg 2000
 ];
 
@@ -86,8 +86,14 @@ mod tests {
         assert_eq!(FormatHint::detect("photo.JPG", b""), Compressed);
         assert_eq!(FormatHint::detect("a.tar.gz", b""), Compressed);
         assert_eq!(FormatHint::detect("notes", b"\x1f\x8b\x08\x00"), Compressed);
-        assert_eq!(FormatHint::detect("clip", b"\x00\x00\x00\x18ftypmp42"), Compressed);
-        assert_eq!(FormatHint::detect("img", b"RIFF\x10\x00\x00\x00WEBPVP8 "), Compressed);
+        assert_eq!(
+            FormatHint::detect("clip", b"\x00\x00\x00\x18ftypmp42"),
+            Compressed
+        );
+        assert_eq!(
+            FormatHint::detect("img", b"RIFF\x10\x00\x00\x00WEBPVP8 "),
+            Compressed
+        );
         assert_eq!(FormatHint::detect("notes.txt", b"hello world"), Unknown);
         assert_eq!(FormatHint::detect("Makefile", b""), Unknown);
         assert_eq!(FormatHint::detect("zip", b""), Unknown);

@@ -1,17 +1,19 @@
 //! Chunk boundaries and BLAKE3 hashes over any reader, in bounded memory.
 //!
-//! One buffer of a few maximum chunk sizes is reused for the whole input, so a
-//! 50 GB file needs the same memory as a 5 MB one. Bytes are read just ahead of
-//! the scan in small top-ups, so each chunk is cut and hashed while it is still
-//! in the CPU cache the read left it in.
+//! A few buffers of a few maximum chunk sizes are reused for the whole input,
+//! so a 50 GB file needs the same memory as a 5 MB one. Reading either happens
+//! inline (one buffer, compacted as it is consumed) or on a read-ahead thread
+//! ([`StreamChunker::read_ahead`]) that overlaps I/O with scanning and hashing.
 
 use std::io::{self, Read};
 
 use crate::params::{ChunkParams, Masks};
+use crate::readahead::{ReadAhead, fill};
 
-/// How much is read per top-up. Small enough that the bytes are still in cache
-/// when they are cut and hashed, large enough that syscalls cost nothing.
-const READ_STEP: usize = 1 << 20;
+/// Fresh bytes per refill: at least 8 MiB so refills and syscalls are rare.
+fn fresh_len(params: &ChunkParams) -> usize {
+    (params.max() as usize).max(8 << 20)
+}
 
 /// One content-defined chunk of the input, borrowed from the chunker's buffer.
 #[derive(Debug, Clone, Copy)]
@@ -71,46 +73,52 @@ pub struct ChunkInfo {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct StreamChunker<R> {
-    reader: R,
     params: ChunkParams,
     masks: Masks,
-    buf: Box<[u8]>,
-    /// Start of the bytes not yet yielded.
-    start: usize,
-    /// End of the bytes read so far.
+    /// The current block; `buf[pos..end]` is input not yet yielded.
+    buf: Vec<u8>,
+    pos: usize,
     end: usize,
-    /// Input offset of `buf[start]`.
+    /// Input offset of `buf[pos]`.
     offset: u64,
+    /// Whether `buf[..end]` reaches the end of the input.
     eof: bool,
     hash: bool,
+    feed: Feed<R>,
+}
+
+enum Feed<R> {
+    Inline(R),
+    Ahead(ReadAhead),
 }
 
 impl<R: Read> StreamChunker<R> {
-    /// A chunker that hashes every chunk.
+    /// A chunker that reads on the calling thread: right for small inputs and
+    /// readers that cannot move to another thread.
     pub fn new(reader: R, params: ChunkParams) -> Self {
-        // Four maximum chunks: compaction then moves at most one max chunk per
-        // three read, which keeps the copy overhead small.
-        let cap = 4 * params.max() as usize;
+        let cap = params.max() as usize + fresh_len(&params);
+        Self::with_feed(Feed::Inline(reader), vec![0u8; cap], params)
+    }
+
+    fn with_feed(feed: Feed<R>, buf: Vec<u8>, params: ChunkParams) -> Self {
         Self {
-            reader,
             params,
             masks: params.masks(),
-            buf: vec![0u8; cap].into_boxed_slice(),
-            start: 0,
+            buf,
+            pos: 0,
             end: 0,
             offset: 0,
             eof: false,
             hash: true,
+            feed,
         }
     }
 
-    /// A chunker that only finds boundaries (the yielded `hash` is all zeroes).
-    /// Used to measure the boundary scan alone; production code always hashes.
-    pub fn boundaries_only(reader: R, params: ChunkParams) -> Self {
-        Self {
-            hash: false,
-            ..Self::new(reader, params)
-        }
+    /// Stops hashing: the yielded `hash` is all zeroes. Used to measure the
+    /// boundary scan alone; production code always hashes.
+    pub fn boundaries_only(mut self) -> Self {
+        self.hash = false;
+        self
     }
 
     /// The parameters this chunker cuts with.
@@ -118,21 +126,18 @@ impl<R: Read> StreamChunker<R> {
         self.params
     }
 
-    /// Bytes of memory the chunker holds, whatever the input size.
-    pub fn buffer_len(&self) -> usize {
-        self.buf.len()
-    }
-
     /// The next chunk, or `None` at the end of the input.
     pub fn next_chunk(&mut self) -> io::Result<Option<Chunk<'_>>> {
         let max = self.params.max() as usize;
-        while !self.eof && self.end - self.start < max {
-            self.top_up()?;
+        // The cut looks at most `max` bytes ahead; with fewer it is only
+        // final at the end of the input.
+        if !self.eof && self.end - self.pos < max {
+            self.refill()?;
         }
-        if self.start == self.end {
+        if self.pos == self.end {
             return Ok(None);
         }
-        let window = &self.buf[self.start..self.end];
+        let window = &self.buf[self.pos..self.end];
         let len = self.masks.next_len(&self.params, window);
         let data = &window[..len];
         let hash = if self.hash {
@@ -145,34 +150,45 @@ impl<R: Read> StreamChunker<R> {
             data,
             hash,
         };
-        self.start += len;
+        self.pos += len;
         self.offset += len as u64;
         Ok(Some(chunk))
     }
 
-    /// Reads up to [`READ_STEP`] more bytes, compacting the buffer first if the
-    /// read would not fit.
-    fn top_up(&mut self) -> io::Result<()> {
-        if self.buf.len() - self.end < READ_STEP {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        let want = READ_STEP.min(self.buf.len() - self.end);
-        loop {
-            match self.reader.read(&mut self.buf[self.end..self.end + want]) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(());
-                }
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+    fn refill(&mut self) -> io::Result<()> {
+        match &mut self.feed {
+            Feed::Inline(reader) => {
+                self.buf.copy_within(self.pos..self.end, 0);
+                self.end -= self.pos;
+                self.pos = 0;
+                let (end, eof) = fill(reader, &mut self.buf, self.end)?;
+                self.end = end;
+                self.eof = eof;
+            }
+            Feed::Ahead(ahead) => {
+                let left = self.end - self.pos;
+                let spent = std::mem::take(&mut self.buf);
+                let block = ahead.next(Some(spent))?;
+                // The reader repeats the last `max` bytes of each block at the
+                // start of the next, and `left < max`: the tail is in the carry.
+                debug_assert!(left <= block.carry);
+                self.buf = block.data;
+                self.pos = block.carry - left;
+                self.end = block.len;
+                self.eof = block.eof;
             }
         }
+        Ok(())
+    }
+}
+
+impl<R: Read + Send + 'static> StreamChunker<R> {
+    /// A chunker whose reads happen on a separate thread, ahead of the scan.
+    /// Memory: three blocks of `max + max(max, 8 MiB)` bytes (36 MiB with the
+    /// default parameters), whatever the input size.
+    pub fn read_ahead(reader: R, params: ChunkParams) -> io::Result<Self> {
+        let ahead = ReadAhead::spawn(reader, params.max() as usize, fresh_len(&params))?;
+        Ok(Self::with_feed(Feed::Ahead(ahead), Vec::new(), params))
     }
 }
 
