@@ -1,0 +1,26 @@
+//! The driftless wire contract: request and response types of the upload and
+//! changes protocol, the event schema, error codes, and the validated newtypes
+//! both sides parse at their edge (`ChunkHash`, `SyncPath`, `Cursor`, ids).
+//!
+//! No I/O: no network, no storage, no clock. Everything here is a value that
+//! serializes to and from JSON the same way on the server and on the client.
+
+mod changes;
+mod cursor;
+mod digest;
+mod error;
+mod ids;
+mod path;
+mod upload;
+
+pub use changes::{ChangeEntry, ChangeKind, ChangesPage, JournalEvent, WaitResponse};
+pub use cursor::{Cursor, CursorError, CursorKey, Position};
+pub use digest::{ChunkHash, ContentHash, DigestError};
+pub use error::{ErrorCode, Problem};
+pub use ids::{DeviceId, IdError, NamespaceId, OpId, Rev, Seq, UploadId};
+pub use path::{MAX_NAME_BYTES, MAX_PATH_BYTES, PathError, Portability, SyncPath};
+pub use upload::{
+    ChunkSpec, ChunkingSpec, CommitRequest, CommitResponse, CompletedPart, CreateUpload,
+    CreatedUpload, FileOp, FileResult, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, Outcome, PartChunk,
+    PartRequest, PartState, PresignedPart, PutFile, StoredCodec, UploadState, UploadStatus,
+};
