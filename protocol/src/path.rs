@@ -110,6 +110,17 @@ impl Portability {
 }
 
 /// A validated relative path inside a synced folder (see the module docs).
+///
+/// ```
+/// use driftless_protocol::{ErrorCode, SyncPath};
+///
+/// let p = SyncPath::parse("photos/2026/aux.jpg")?;
+/// assert_eq!(p.file_name(), "aux.jpg");
+/// // Valid here, but Windows cannot create it: flagged, not refused.
+/// assert_eq!(p.portability().map(|i| i.code()), Some(ErrorCode::NameWindowsReserved));
+/// assert_eq!(SyncPath::parse("../etc/passwd").unwrap_err().code(), ErrorCode::PathTraversal);
+/// # Ok::<(), driftless_protocol::PathError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SyncPath(String);
 
