@@ -9,46 +9,32 @@ use driftless_chunker::{ChunkParams, Codec, DecodeError, Decoder, StreamChunker}
 
 const MIB: u64 = 1 << 20;
 
-/// Peak resident set since the last reset, in bytes.
-fn peak_rss() -> u64 {
+/// A `/proc/self/status` memory field (`VmHWM`, `VmRSS`), in bytes.
+fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM");
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+        .unwrap_or_else(|| panic!("{field} missing from /proc/self/status"));
     let kib: u64 = line
         .split_whitespace()
         .nth(1)
         .and_then(|v| v.parse().ok())
-        .expect("VmHWM value");
+        .expect("a number of kB");
     kib * 1024
 }
 
-/// Resets the peak to the current resident set.
+/// Resets the peak (`VmHWM`) to the current resident set.
 fn reset_peak() {
     std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM via /proc/self/clear_refs");
-}
-
-fn current_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS value");
-    kib * 1024
 }
 
 /// Runs `f` and returns how far the peak resident set rose above where it started.
 fn growth(f: impl FnOnce()) -> u64 {
     reset_peak();
-    let before = current_rss();
+    let before = status_bytes("VmRSS");
     f();
-    peak_rss().saturating_sub(before)
+    status_bytes("VmHWM").saturating_sub(before)
 }
 
 /// `len` pseudo-random bytes generated on the fly (never held in memory).
