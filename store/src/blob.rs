@@ -1,0 +1,432 @@
+//! The S3 blob store: packs written by presigned multipart uploads, read back
+//! by ranged GETs. The only module that talks to S3.
+//!
+//! Presigned `UploadPart` URLs carry the part's `content-length` and CRC32C
+//! checksum in their signature: S3 refuses a body of another size outright,
+//! and S3 or MinIO refuse one with another checksum. Presigned URLs are
+//! secrets for their lifetime: nothing here logs them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+
+/// Where the blob store is and how to reach it.
+#[derive(Clone)]
+pub struct BlobConfig {
+    /// S3 endpoint URL, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    /// Region name (any value for S3-compatible stores).
+    pub region: String,
+    /// The bucket holding packs.
+    pub bucket: String,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret access key (never logged).
+    pub secret_key: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most local stores.
+    pub path_style: bool,
+    /// Lifetime of presigned URLs: minutes, not days.
+    pub presign_ttl: Duration,
+}
+
+impl std::fmt::Debug for BlobConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobConfig")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .field("path_style", &self.path_style)
+            .field("presign_ttl", &self.presign_ttl)
+            .finish()
+    }
+}
+
+/// A request a client can make without credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presigned {
+    /// The URL (a secret until it expires).
+    pub url: String,
+    /// HTTP method.
+    pub method: String,
+    /// Headers signed into the URL: send them exactly.
+    pub headers: Vec<(String, String)>,
+    /// Expiry, ms since the epoch.
+    pub expires_at_ms: i64,
+}
+
+/// A part S3 holds for a multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPart {
+    /// Part number.
+    pub part_number: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, when the store reports it in ListParts (s3s-fs does not).
+    pub etag: Option<String>,
+}
+
+/// Why a blob operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The object, bucket or multipart upload does not exist.
+    #[error("not found in object storage")]
+    NotFound,
+    /// S3 refused the request.
+    #[error("object storage refused the request: {code}: {message}")]
+    Refused {
+        /// S3 error code, e.g. `InvalidPart`.
+        code: String,
+        /// S3's message.
+        message: String,
+    },
+    /// S3 could not be reached or failed; retryable.
+    #[error("object storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl BlobError {
+    /// Whether retrying can help.
+    pub fn retryable(&self) -> bool {
+        matches!(self, BlobError::Unavailable(_))
+    }
+}
+
+fn map_err<E>(e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> BlobError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_owned();
+            if status == 404
+                || matches!(
+                    code.as_str(),
+                    "NoSuchKey" | "NoSuchUpload" | "NoSuchBucket" | "NotFound"
+                )
+            {
+                BlobError::NotFound
+            } else if status >= 500 {
+                BlobError::Unavailable(format!("{status} {code}"))
+            } else {
+                BlobError::Refused {
+                    code,
+                    message: se.err().message().unwrap_or("").to_owned(),
+                }
+            }
+        }
+        _ => BlobError::Unavailable(DisplayErrorContext(&e).to_string()),
+    }
+}
+
+/// The blob store client.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    client: Client,
+    bucket: String,
+    presign_ttl: Duration,
+}
+
+impl BlobStore {
+    /// A client for `config` (no request is made).
+    pub fn new(config: &BlobConfig) -> Self {
+        let creds = Credentials::new(
+            &config.access_key,
+            &config.secret_key,
+            None,
+            None,
+            "driftless",
+        );
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .endpoint_url(&config.endpoint)
+            .credentials_provider(creds)
+            .force_path_style(config.path_style)
+            .build();
+        Self {
+            client: Client::from_conf(conf),
+            bucket: config.bucket.clone(),
+            presign_ttl: config.presign_ttl,
+        }
+    }
+
+    /// Creates the bucket if it does not exist.
+    pub async fn ensure_bucket(&self) -> Result<(), BlobError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) => match map_err(e) {
+                BlobError::NotFound => {}
+                // Some stores answer HEAD on a missing bucket with 403/400.
+                BlobError::Refused { .. } => {}
+                other => return Err(other),
+            },
+        }
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err(e) {
+                BlobError::Refused { code, .. }
+                    if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" =>
+                {
+                    Ok(())
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Starts a multipart upload whose parts carry CRC32C checksums.
+    pub async fn create_multipart(&self, key: &str) -> Result<String, BlobError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .send()
+            .await
+            .map_err(map_err)?;
+        out.upload_id.ok_or_else(|| {
+            BlobError::Unavailable("CreateMultipartUpload returned no upload id".into())
+        })
+    }
+
+    /// A presigned `UploadPart` with size and CRC32C (base64) signed in.
+    pub async fn presign_upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        size: u64,
+        crc32c_b64: &str,
+    ) -> Result<Presigned, BlobError> {
+        let req = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number as i32)
+            .content_length(size as i64)
+            .checksum_crc32_c(crc32c_b64)
+            .presigned(self.presigning()?)
+            .await
+            .map_err(map_err)?;
+        Ok(self.presigned(req))
+    }
+
+    /// The parts S3 holds for an upload, in part-number order.
+    pub async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<StoredPart>, BlobError> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(map_err)?;
+            for p in out.parts() {
+                parts.push(StoredPart {
+                    part_number: p.part_number().unwrap_or(0) as u32,
+                    size: p.size().unwrap_or(0) as u64,
+                    etag: p.e_tag().filter(|e| !e.is_empty()).map(str::to_owned),
+                });
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            marker = out.next_part_number_marker().map(str::to_owned);
+            if marker.is_none() {
+                break;
+            }
+        }
+        parts.sort_by_key(|p| p.part_number);
+        Ok(parts)
+    }
+
+    /// Completes a multipart upload from (part number, ETag, CRC32C) triples.
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String, String)],
+    ) -> Result<(), BlobError> {
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|(n, etag, crc)| {
+                        CompletedPart::builder()
+                            .part_number(*n as i32)
+                            .e_tag(etag)
+                            .checksum_crc32_c(crc)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Aborts a multipart upload; S3 frees its parts.
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), BlobError> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err(e) {
+                BlobError::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// A presigned ranged GET of `len` bytes at `offset` (the Range header is signed).
+    pub async fn presign_get_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Presigned, BlobError> {
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range(offset, len))
+            .presigned(self.presigning()?)
+            .await
+            .map_err(map_err)?;
+        Ok(self.presigned(req))
+    }
+
+    /// Reads `len` bytes at `offset`.
+    pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, BlobError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range(offset, len))
+            .send()
+            .await
+            .map_err(map_err)?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| BlobError::Unavailable(e.to_string()))?;
+        Ok(body.into_bytes())
+    }
+
+    /// Writes a whole object (reconcile's pack rewrites, tests).
+    pub async fn put(&self, key: &str, body: Bytes) -> Result<(), BlobError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// The object's size, or `None` if it does not exist.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, BlobError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0) as u64)),
+            Err(e) => match map_err(e) {
+                BlobError::NotFound => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Deletes an object (absent is fine).
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    fn presigning(&self) -> Result<PresigningConfig, BlobError> {
+        PresigningConfig::expires_in(self.presign_ttl)
+            .map_err(|e| BlobError::Unavailable(format!("presigning config: {e}")))
+    }
+
+    fn presigned(&self, req: PresignedRequest) -> Presigned {
+        let expires = SystemTime::now() + self.presign_ttl;
+        Presigned {
+            url: req.uri().to_owned(),
+            method: req.method().to_owned(),
+            headers: req
+                .headers()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            expires_at_ms: expires
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        }
+    }
+}
+
+fn range(offset: u64, len: u64) -> String {
+    format!("bytes={}-{}", offset, offset + len.max(1) - 1)
+}
+
+/// The S3 key of a pack.
+pub fn pack_key(pack_id: &str) -> String {
+    format!("packs/{pack_id}")
+}
