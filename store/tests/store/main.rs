@@ -7,5 +7,6 @@
 
 mod accounts;
 mod blob;
+mod commit;
 mod schema;
 mod support;
