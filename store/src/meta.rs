@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod chunks;
 pub mod commit;
 pub mod manifest;
+pub mod uploads;
 
 /// Converts an unsigned protocol number to the BIGINT the schema stores.
 pub fn to_db(v: u64) -> i64 {

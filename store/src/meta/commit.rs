@@ -471,3 +471,19 @@ async fn append_journal(
     .await?;
     Ok(())
 }
+
+/// The live revision at `path`, if a live file is there. Used to refuse a
+/// stale upload before any byte is sent; [`commit`] checks again atomically.
+pub async fn live_rev(
+    db: &Db,
+    ns: NamespaceId,
+    path: &SyncPath,
+) -> Result<Option<Rev>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT rev FROM files WHERE namespace_id = $1 AND path = $2 AND deleted = 0")
+            .bind(to_db(ns.0))
+            .bind(path.as_str())
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(|r| Ok(Rev(from_db(r.try_get(0)?)))).transpose()
+}

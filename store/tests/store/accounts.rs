@@ -2,7 +2,7 @@
 
 use driftless_store::meta::accounts::{self, Role};
 
-use crate::support::TestDb;
+use driftless_tests::TestDb;
 
 #[tokio::test]
 async fn users_devices_and_roles() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use driftless_store::{BlobError, Presigned, pack_key};
 
-use crate::support::TestS3;
+use driftless_tests::TestS3;
 
 fn crc32c_b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(data).to_be_bytes())

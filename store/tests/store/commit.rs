@@ -14,7 +14,7 @@ use driftless_store::meta::commit::{Commit, FileChange, commit};
 use driftless_store::meta::manifest::Manifest;
 use sqlx::Row;
 
-use crate::support::TestDb;
+use driftless_tests::TestDb;
 
 const CHUNKING: ChunkingSpec = ChunkingSpec {
     min: 262_144,

@@ -9,4 +9,3 @@ mod accounts;
 mod blob;
 mod commit;
 mod schema;
-mod support;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use sqlx::Row;
 
-use crate::support::TestDb;
+use driftless_tests::TestDb;
 
 #[tokio::test]
 async fn postgres_and_sqlite_schemas_match() {

@@ -1,4 +1,10 @@
-//! Fresh databases and buckets for each test; loud failures when a service is missing.
+//! Test fixtures shared by the driftless crates: a fresh PostgreSQL database
+//! or SQLite file per test, a fresh bucket on a SigV4 S3 server (s3s-fs in
+//! process, or the server `DRIFTLESS_TEST_S3_ENDPOINT` names), and a running
+//! API server on port 0. A missing service fails the test loudly.
+
+// Fixtures panic on setup failure: that is the test's failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
 
@@ -8,7 +14,7 @@ use sqlx::Executor;
 use sqlx::postgres::PgPoolOptions;
 
 /// Where the test PostgreSQL server is (a database per test is created on it).
-pub(crate) fn pg_base_url() -> String {
+pub fn pg_base_url() -> String {
     std::env::var("DRIFTLESS_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -18,14 +24,14 @@ fn unique(prefix: &str) -> String {
 }
 
 /// A database that exists for one test and is dropped after it.
-pub(crate) struct TestDb {
-    pub(crate) db: Db,
+pub struct TestDb {
+    pub db: Db,
     pg_name: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
-    pub(crate) async fn postgres() -> Self {
+    pub async fn postgres() -> Self {
         let name = unique("driftless_test_");
         let admin = PgPoolOptions::new()
             .max_connections(1)
@@ -53,7 +59,7 @@ impl TestDb {
         }
     }
 
-    pub(crate) async fn sqlite() -> Self {
+    pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("meta.db").display());
         let db = Db::connect(&url).await.unwrap();
@@ -65,7 +71,7 @@ impl TestDb {
     }
 
     /// Both databases, for tests that must behave the same on each.
-    pub(crate) async fn both() -> [Self; 2] {
+    pub async fn both() -> [Self; 2] {
         [Self::postgres().await, Self::sqlite().await]
     }
 }
@@ -75,23 +81,22 @@ impl Drop for TestDb {
         let Some(name) = self.pg_name.take() else {
             return;
         };
-        let db = self.db.clone();
-        // Async work cannot run in Drop: a short-lived runtime on a thread does it.
+        // Async work cannot run in Drop: a short-lived runtime on a thread does
+        // it. It must not touch this test's pool (its connections belong to the
+        // test's runtime, which is blocked here); FORCE ends their sessions.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                db.close().await;
                 if let Ok(admin) = PgPoolOptions::new()
                     .max_connections(1)
                     .connect(&format!("{}/postgres", pg_base_url()))
                     .await
                 {
-                    let _ = admin
-                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await;
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = admin.execute(drop.as_str()).await;
                 }
             });
         })
@@ -100,15 +105,15 @@ impl Drop for TestDb {
 }
 
 /// An S3 server and a fresh bucket on it.
-pub(crate) struct TestS3 {
-    pub(crate) config: BlobConfig,
-    pub(crate) store: BlobStore,
+pub struct TestS3 {
+    pub config: BlobConfig,
+    pub store: BlobStore,
     _server: Option<EmbeddedS3>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestS3 {
-    pub(crate) async fn start(presign_ttl: Duration) -> Self {
+    pub async fn start(presign_ttl: Duration) -> Self {
         let bucket = unique("bucket-");
         let (config, server, dir) = match std::env::var("DRIFTLESS_TEST_S3_ENDPOINT") {
             Ok(endpoint) => {
@@ -151,4 +156,77 @@ impl TestS3 {
             _dir: dir,
         }
     }
+}
+
+/// The API server on port 0 over a fresh PostgreSQL database and S3 bucket.
+pub struct TestApp {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// The server's state (for direct database checks).
+    pub state: driftless_api::state::AppState,
+    /// The bucket.
+    pub s3: TestS3,
+    /// The database (dropped with the app).
+    pub db: TestDb,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        use std::sync::Arc;
+        let db = TestDb::postgres().await;
+        let s3 = TestS3::start(Duration::from_secs(300)).await;
+        let state = driftless_api::state::AppState {
+            db: db.db.clone(),
+            blob: s3.store.clone(),
+            cursor_keys: Arc::new(vec![driftless_protocol_key()]),
+            settings: Arc::new(driftless_api::state::Settings {
+                upload_ttl: Duration::from_secs(3600),
+            }),
+            dummy_password_hash: driftless_api::auth::hash_password("dummy").unwrap(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(driftless_api::run(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            state,
+            s3,
+            db,
+            stop: Some(stop),
+        }
+    }
+
+    /// Creates a user; returns a device token and the home namespace.
+    pub async fn user(&self, name: &str, password: Option<&str>) -> (String, u64) {
+        let token = driftless_api::create_user(&self.state, name, password, "test-device")
+            .await
+            .unwrap();
+        let (user, _) = driftless_store::meta::accounts::user_by_name(&self.state.db, name)
+            .await
+            .unwrap()
+            .unwrap();
+        let home = driftless_store::meta::accounts::namespaces_of(&self.state.db, user)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|n| n.is_home)
+            .unwrap();
+        (token, home.id.0)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn driftless_protocol_key() -> driftless_protocol::CursorKey {
+    driftless_protocol::CursorKey::new(1, b"test cursor secret, not for production")
 }

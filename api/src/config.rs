@@ -1,0 +1,166 @@
+//! Configuration from the environment, with embedded defaults: with nothing
+//! set, the server keeps SQLite metadata and an in-process S3 endpoint under
+//! `./driftless-data` and needs no other service.
+//!
+//! | variable | default |
+//! |---|---|
+//! | `DRIFTLESS_LISTEN` | `127.0.0.1:8440` |
+//! | `DRIFTLESS_DATA_DIR` | `./driftless-data` (embedded database, blobs, generated secrets) |
+//! | `DRIFTLESS_DATABASE_URL` | `sqlite://$DATA_DIR/meta.db`; set `postgres://…` in production |
+//! | `DRIFTLESS_S3_ENDPOINT` | unset: embedded S3 on `DRIFTLESS_EMBEDDED_S3_LISTEN` (`127.0.0.1:8441`) |
+//! | `DRIFTLESS_S3_BUCKET`, `_REGION`, `_ACCESS_KEY`, `_SECRET_KEY`, `_PATH_STYLE` | `driftless`, `us-east-1`, -, -, `true` |
+//! | `DRIFTLESS_CURSOR_SECRET` | generated once into `$DATA_DIR/cursor.secret` |
+//! | `DRIFTLESS_PRESIGN_TTL_SECS` | `900` (presigned URLs live minutes, not days) |
+//! | `DRIFTLESS_UPLOAD_TTL_SECS` | `86400` (an upload session, resumable within it) |
+//!
+//! Secrets are read here and never logged; `Debug` of the config redacts them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Where objects are stored.
+#[derive(Clone)]
+pub enum S3Choice {
+    /// s3s-fs in this process, serving `DATA_DIR/blobs` on `listen`.
+    Embedded {
+        /// Address of the embedded endpoint (clients PUT here).
+        listen: SocketAddr,
+    },
+    /// An external S3-compatible store.
+    External(driftless_store::BlobConfig),
+}
+
+/// Everything the server needs to start.
+#[derive(Clone)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Embedded data and generated secrets.
+    pub data_dir: PathBuf,
+    /// Metadata database URL.
+    pub database_url: String,
+    /// Object storage.
+    pub s3: S3Choice,
+    /// Bucket name.
+    pub bucket: String,
+    /// Secret that signs cursors.
+    pub cursor_secret: Vec<u8>,
+    /// Presigned URL lifetime.
+    pub presign_ttl: Duration,
+    /// Upload session lifetime.
+    pub upload_ttl: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database",
+                &self.database_url.split('@').next_back().unwrap_or("?"),
+            )
+            .field(
+                "s3",
+                &match &self.s3 {
+                    S3Choice::Embedded { listen } => format!("embedded at {listen}"),
+                    S3Choice::External(c) => format!("{} bucket {}", c.endpoint, c.bucket),
+                },
+            )
+            .field("presign_ttl", &self.presign_ttl)
+            .field("upload_ttl", &self.upload_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn var(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+fn secs(key: &str, default: u64) -> anyhow::Result<Duration> {
+    match var(key) {
+        Some(v) => {
+            Ok(Duration::from_secs(v.parse().with_context(|| {
+                format!("{key} must be a number of seconds")
+            })?))
+        }
+        None => Ok(Duration::from_secs(default)),
+    }
+}
+
+/// Reads a secret from `path`, creating it (32 random bytes, mode 0600) if missing.
+pub fn secret_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if let Ok(bytes) = std::fs::read(path)
+        && bytes.len() >= 32
+    {
+        return Ok(bytes);
+    }
+    use rand::RngCore;
+    let mut secret = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    use std::io::Write;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(&secret)?;
+    f.sync_all()?;
+    Ok(secret)
+}
+
+impl Config {
+    /// The configuration from the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let data_dir =
+            PathBuf::from(var("DRIFTLESS_DATA_DIR").unwrap_or_else(|| "driftless-data".into()));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let listen = var("DRIFTLESS_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:8440".into())
+            .parse()
+            .context("DRIFTLESS_LISTEN")?;
+        let database_url = var("DRIFTLESS_DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("meta.db").display()));
+        let bucket = var("DRIFTLESS_S3_BUCKET").unwrap_or_else(|| "driftless".into());
+        let presign_ttl = secs("DRIFTLESS_PRESIGN_TTL_SECS", 900)?;
+        let s3 = match var("DRIFTLESS_S3_ENDPOINT") {
+            Some(endpoint) => S3Choice::External(driftless_store::BlobConfig {
+                endpoint,
+                region: var("DRIFTLESS_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+                bucket: bucket.clone(),
+                access_key: var("DRIFTLESS_S3_ACCESS_KEY")
+                    .context("DRIFTLESS_S3_ACCESS_KEY is required with DRIFTLESS_S3_ENDPOINT")?,
+                secret_key: var("DRIFTLESS_S3_SECRET_KEY")
+                    .context("DRIFTLESS_S3_SECRET_KEY is required with DRIFTLESS_S3_ENDPOINT")?,
+                path_style: var("DRIFTLESS_S3_PATH_STYLE").is_none_or(|v| v != "false"),
+                presign_ttl,
+            }),
+            None => S3Choice::Embedded {
+                listen: var("DRIFTLESS_EMBEDDED_S3_LISTEN")
+                    .unwrap_or_else(|| "127.0.0.1:8441".into())
+                    .parse()
+                    .context("DRIFTLESS_EMBEDDED_S3_LISTEN")?,
+            },
+        };
+        let cursor_secret = match var("DRIFTLESS_CURSOR_SECRET") {
+            Some(s) => s.into_bytes(),
+            None => secret_file(&data_dir.join("cursor.secret"))?,
+        };
+        Ok(Self {
+            listen,
+            data_dir,
+            database_url,
+            s3,
+            bucket,
+            cursor_secret,
+            presign_ttl,
+            upload_ttl: secs("DRIFTLESS_UPLOAD_TTL_SECS", 86_400)?,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! The driftless HTTP API (axum): auth, namespaces, upload sessions with
+//! presigned multipart uploads and trust-but-verify commits, downloads.
+//!
+//! A library with a thin `main`: [`Server::start`] opens the database and the
+//! blob store (embedded or external), [`app`] builds the router, [`run`]
+//! serves it until the shutdown future resolves. Tests call the same
+//! functions on port 0.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use driftless_protocol::CursorKey;
+use driftless_store::{BlobStore, Db, EmbeddedS3};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, S3Choice};
+use crate::error::ApiError;
+use crate::state::{AppState, Settings};
+
+/// Largest request body (a batch with a 50 GB file's manifest is ~2 MB).
+pub const BODY_LIMIT: usize = 16 << 20;
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/login", post(auth::login))
+        .merge(routes::namespaces::router())
+        .merge(routes::uploads::router())
+        .fallback(|| async { ApiError::not_found() })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A started server's parts: the state to serve, and the embedded S3
+/// endpoint when there is one (it stops when dropped).
+pub struct Server {
+    /// Handler state.
+    pub state: AppState,
+    /// The in-process S3 endpoint, if configured.
+    pub embedded_s3: Option<EmbeddedS3>,
+}
+
+impl Server {
+    /// Opens the database (migrating it) and the blob store.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let db = Db::connect(&config.database_url)
+            .await
+            .context("opening the metadata database")?;
+        let (blob_config, embedded_s3) = match &config.s3 {
+            S3Choice::External(c) => (c.clone(), None),
+            S3Choice::Embedded { listen } => {
+                let keys = config::secret_file(&config.data_dir.join("s3.secret"))?;
+                let secret = base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    &keys,
+                );
+                let listener = TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding embedded S3 on {listen}"))?;
+                let s3 = EmbeddedS3::start(
+                    &config.data_dir.join("blobs"),
+                    listener,
+                    "driftless-embedded",
+                    &secret,
+                )
+                .await?;
+                (s3.blob_config(&config.bucket, config.presign_ttl), Some(s3))
+            }
+        };
+        let blob = BlobStore::new(&blob_config);
+        blob.ensure_bucket()
+            .await
+            .context("preparing the S3 bucket")?;
+        let dummy_password_hash = auth::hash_password("not a real password")?;
+        let state = AppState {
+            db,
+            blob,
+            cursor_keys: Arc::new(vec![CursorKey::new(1, &config.cursor_secret)]),
+            settings: Arc::new(Settings {
+                upload_ttl: config.upload_ttl,
+            }),
+            dummy_password_hash,
+        };
+        Ok(Self { state, embedded_s3 })
+    }
+}
+
+/// Creates a user (with a home folder) and a first device; returns the token.
+pub async fn create_user(
+    state: &AppState,
+    name: &str,
+    password: Option<&str>,
+    device: &str,
+) -> anyhow::Result<String> {
+    let hash = password.map(auth::hash_password).transpose()?;
+    let (user, _) = driftless_store::meta::accounts::create_user(&state.db, name, hash.as_deref())
+        .await?
+        .with_context(|| format!("user {name:?} already exists"))?;
+    let (token, token_hash) = auth::new_token();
+    driftless_store::meta::accounts::create_device(&state.db, user, device, &token_hash).await?;
+    Ok(token)
+}

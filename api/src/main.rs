@@ -1,0 +1,84 @@
+//! `driftless-server`: the API server and its admin commands.
+//!
+//! With no configuration it runs the embedded default (SQLite + in-process S3
+//! under `./driftless-data`); see `config.rs` for the environment variables.
+
+use std::io::Read;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use driftless_api::config::{Config, S3Choice};
+use driftless_api::{Server, create_user, run};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "driftless-server",
+    version,
+    about = "The driftless sync server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Create a user with a home folder and a first device; prints the device token.
+    CreateUser {
+        /// User name.
+        name: String,
+        /// Read a password for `driftless login` from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Name of the first device.
+        #[arg(long, default_value = "admin-created")]
+        device: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    let server = Server::start(&config).await?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            let s3 = match &config.s3 {
+                S3Choice::Embedded { listen } => format!("embedded S3 on {listen}"),
+                S3Choice::External(c) => format!("S3 at {}", c.endpoint),
+            };
+            tracing::info!(listen = %config.listen, data = %config.data_dir.display(), "driftless server up ({s3})");
+            run(listener, server.state, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        }
+        Command::CreateUser {
+            name,
+            password_stdin,
+            device,
+        } => {
+            let password = if password_stdin {
+                let mut p = String::new();
+                std::io::stdin().read_to_string(&mut p)?;
+                Some(p.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                None
+            };
+            let token = create_user(&server.state, &name, password.as_deref(), &device).await?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! The HTTP routes, one module each, merged by [`crate::app`].
+
+pub mod namespaces;
+pub mod uploads;

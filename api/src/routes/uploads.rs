@@ -1,0 +1,305 @@
+//! The upload protocol (DESIGN.md "Upload"): create a session for a batch,
+//! register parts for presigned URLs, ask for status, commit, abort.
+//!
+//! Sessions belong to the user who created them: anyone else, and any id that
+//! does not parse, gets `not_found`, exactly like a session that never existed.
+
+mod commit;
+mod parts;
+mod validate;
+
+use std::collections::{HashMap, HashSet};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use base64::Engine;
+use driftless_protocol::{
+    ChunkHash, CreateUpload, CreatedUpload, ErrorCode, FileOp, FileResult, NamespaceId, Outcome,
+    PartState, PutFile, UploadId, UploadState, UploadStatus,
+};
+use driftless_store::meta::commit::{Commit, FileChange, commit as commit_op, live_rev};
+use driftless_store::meta::uploads::{self, Session};
+use driftless_store::meta::{chunks, to_db};
+use driftless_store::pack_key;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::Json;
+use crate::state::AppState;
+
+/// Most operations in one batch.
+pub(crate) const MAX_BATCH: usize = 10_000;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/namespaces/{ns}/uploads", post(create))
+        .route("/v1/uploads/{id}", get(status).delete(abort))
+        .route("/v1/uploads/{id}/parts", post(parts::register))
+        .route("/v1/uploads/{id}/commit", post(commit::commit))
+}
+
+/// A put waiting for this session's chunks, as stored in the session row.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Pending {
+    pub(crate) op: PutFile,
+    pub(crate) digest: String,
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut raw);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn parse_ns(ns: &str) -> ApiResult<NamespaceId> {
+    ns.parse().map_err(|_| ApiError::not_found())
+}
+
+/// Loads a session the caller owns; everything else is `not_found`.
+pub(crate) async fn owned_session(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Session> {
+    let ns = id
+        .split_once('-')
+        .and_then(|(ns, _)| ns.parse().ok())
+        .ok_or_else(ApiError::not_found)?;
+    caller.writer(state, ns).await?;
+    let session = uploads::session(&state.db, ns, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if session.user_id != caller.user.0 {
+        return Err(ApiError::not_found());
+    }
+    Ok(session)
+}
+
+/// Refuses a session that can no longer take parts or a first commit.
+pub(crate) fn ensure_open(s: &Session) -> ApiResult<()> {
+    match s.state.as_str() {
+        "open" if s.expires_at_ms > driftless_store::db::now_ms() => Ok(()),
+        "open" | "expired" => Err(ApiError::code(ErrorCode::UploadExpired)),
+        _ => Err(ApiError::code(ErrorCode::UploadClosed)),
+    }
+}
+
+fn result(op: &FileOp, outcome: Outcome) -> FileResult {
+    FileResult {
+        op_id: op.op_id().clone(),
+        path: op.path().to_owned(),
+        outcome,
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+    Json(req): Json<CreateUpload>,
+) -> ApiResult<axum::Json<CreatedUpload>> {
+    let ns = parse_ns(&ns)?;
+    caller.writer(&state, ns).await?;
+    if req.files.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            ErrorCode::TooManyFiles,
+            format!("at most {MAX_BATCH} operations per batch"),
+        ));
+    }
+    // Validate everything first; find the chunks no valid put can do without.
+    let checked: Vec<_> = req.files.iter().map(validate::op).collect();
+    let mut wanted: Vec<ChunkHash> = Vec::new();
+    for (op, c) in req.files.iter().zip(&checked) {
+        if let (FileOp::Put(p), Ok(_)) = (op, c) {
+            wanted.extend(p.chunks.iter().map(|c| c.hash));
+        }
+    }
+    let mut conn = state.db.pool().acquire().await?;
+    let missing: HashSet<ChunkHash> =
+        chunks::missing_in(&mut conn, to_db(ns.0), wanted.into_iter())
+            .await?
+            .into_iter()
+            .collect();
+    drop(conn);
+
+    let mut results = Vec::with_capacity(req.files.len());
+    let mut pending = Vec::new();
+    let mut needed = Vec::new();
+    let mut seen = HashSet::new();
+    for (op, change) in req.files.iter().zip(checked) {
+        let change = match change {
+            Ok(c) => c,
+            Err((code, detail)) => {
+                results.push(result(op, Outcome::Error { code, detail }));
+                continue;
+            }
+        };
+        if let (FileOp::Put(p), FileChange::Put { path, .. }) = (op, &change) {
+            let lacking: Vec<_> = p
+                .chunks
+                .iter()
+                .map(|c| c.hash)
+                .filter(|h| missing.contains(h))
+                .collect();
+            if !lacking.is_empty() {
+                // A stale base revision would only conflict at commit: say so
+                // now, before the client sends any byte.
+                if let Some(current) = live_rev(&state.db, ns, path).await?
+                    && p.base_rev != Some(current)
+                {
+                    results.push(result(
+                        op,
+                        Outcome::Conflict {
+                            current_rev: Some(current),
+                        },
+                    ));
+                    continue;
+                }
+                needed.extend(lacking.into_iter().filter(|h| seen.insert(*h)));
+                pending.push(Pending {
+                    op: p.clone(),
+                    digest: hex(&validate::digest(op)),
+                });
+                results.push(result(op, Outcome::Pending));
+                continue;
+            }
+        }
+        let c = Commit {
+            namespace: ns,
+            op_id: op.op_id().clone(),
+            digest: validate::digest(op),
+            device: Some(caller.device),
+            change,
+        };
+        results.push(result(op, commit_op(&state.db, &c).await?));
+    }
+    if pending.is_empty() {
+        return Ok(axum::Json(CreatedUpload {
+            upload_id: None,
+            expires_at_ms: None,
+            needed,
+            results,
+        }));
+    }
+    let id = format!("{ns}-{}", random_token(16));
+    let pack_id = random_token(16);
+    let s3_upload_id = state.blob.create_multipart(&pack_key(&pack_id)).await?;
+    let expires_at_ms =
+        driftless_store::db::now_ms() + state.settings.upload_ttl.as_millis() as i64;
+    let session = Session {
+        namespace: ns,
+        id: id.clone(),
+        user_id: caller.user.0,
+        device_id: to_db(caller.device.0),
+        pack_id,
+        s3_upload_id,
+        state: "open".into(),
+        request: serde_json::to_string(&pending)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
+        results: None,
+        expires_at_ms,
+    };
+    uploads::create_session(&state.db, &session).await?;
+    tracing::info!(namespace = %ns, upload = %id, files = pending.len(), chunks = needed.len(), "upload session created");
+    let upload_id = UploadId::try_from(id).map_err(|_| ApiError::code(ErrorCode::Internal))?;
+    Ok(axum::Json(CreatedUpload {
+        upload_id: Some(upload_id),
+        expires_at_ms: Some(expires_at_ms),
+        needed,
+        results,
+    }))
+}
+
+pub(crate) fn hex(b: &[u8; 32]) -> String {
+    ChunkHash::from_bytes(*b).to_string()
+}
+
+/// The chunks the session's pending puts still lack, given the parts S3 holds.
+pub(crate) fn uncovered(
+    pending: &[Pending],
+    covered: &HashSet<ChunkHash>,
+    present: &HashSet<ChunkHash>,
+) -> Vec<ChunkHash> {
+    let mut seen = HashSet::new();
+    pending
+        .iter()
+        .flat_map(|p| p.op.chunks.iter().map(|c| c.hash))
+        .filter(|h| !covered.contains(h) && !present.contains(h) && seen.insert(*h))
+        .collect()
+}
+
+async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<UploadStatus>> {
+    let s = owned_session(&state, &caller, &id).await?;
+    let registered = uploads::parts(&state.db, s.namespace, &s.id).await?;
+    // Ask S3, not our table: a part registered but never PUT is not done.
+    let stored: HashMap<u32, u64> = match s.state.as_str() {
+        "open" => state
+            .blob
+            .list_parts(&pack_key(&s.pack_id), &s.s3_upload_id)
+            .await
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .map(|p| (p.part_number, p.size))
+    .collect();
+    let parts: Vec<PartState> = registered
+        .iter()
+        .map(|p| PartState {
+            part_number: p.part_number,
+            size: p.size,
+            stored: stored.get(&p.part_number) == Some(&p.size),
+        })
+        .collect();
+    let covered: HashSet<ChunkHash> = registered
+        .iter()
+        .filter(|p| stored.get(&p.part_number) == Some(&p.size))
+        .flat_map(|p| p.chunks.iter().map(|c| c.hash))
+        .collect();
+    let pending: Vec<Pending> = serde_json::from_str(&s.request).unwrap_or_default();
+    let needed = if s.state == "open" {
+        uncovered(&pending, &covered, &HashSet::new())
+    } else {
+        Vec::new()
+    };
+    let state_view = match s.state.as_str() {
+        "committed" => UploadState::Committed,
+        "aborted" => UploadState::Aborted,
+        "open" if s.expires_at_ms > driftless_store::db::now_ms() => UploadState::Open,
+        _ => UploadState::Expired,
+    };
+    let upload_id =
+        UploadId::try_from(s.id.clone()).map_err(|_| ApiError::code(ErrorCode::Internal))?;
+    Ok(axum::Json(UploadStatus {
+        upload_id,
+        state: state_view,
+        expires_at_ms: s.expires_at_ms,
+        parts,
+        needed,
+    }))
+}
+
+async fn abort(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    let s = owned_session(&state, &caller, &id).await?;
+    if s.state == "committed" {
+        return Err(ApiError::code(ErrorCode::UploadClosed));
+    }
+    state
+        .blob
+        .abort_multipart(&pack_key(&s.pack_id), &s.s3_upload_id)
+        .await?;
+    uploads::close_session(&state.db, s.namespace, &s.id, "aborted", None).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

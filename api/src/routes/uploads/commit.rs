@@ -1,0 +1,172 @@
+//! `POST /v1/uploads/{id}/commit`: trust, then verify.
+//!
+//! Every registered part must be in S3 (ListParts, not our table) with the
+//! size it was registered and signed with; only then is the multipart upload
+//! completed, the chunk locations recorded and each file committed in its own
+//! transaction. Every step is idempotent, so a commit retried after any crash
+//! (ours or the client's) converges to the same results.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use driftless_protocol::{CommitRequest, CommitResponse, ErrorCode, FileOp, StoredCodec};
+use driftless_store::meta::chunks::{ChunkLocation, record_chunks};
+use driftless_store::meta::commit::{Commit, commit as commit_op};
+use driftless_store::meta::to_db;
+use driftless_store::meta::uploads::{self, Part, Session};
+use driftless_store::{BlobError, pack_key};
+
+use super::{Pending, ensure_open, owned_session, result, validate};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::Json;
+use crate::state::AppState;
+
+/// S3's smallest part, except the last.
+const S3_MIN_PART: u64 = 5 << 20;
+
+pub(super) async fn commit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<CommitRequest>,
+) -> ApiResult<axum::Json<CommitResponse>> {
+    let s = owned_session(&state, &caller, &id).await?;
+    if let (Some(results), "committed") = (&s.results, s.state.as_str()) {
+        let done: CommitResponse = serde_json::from_str(results)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        return Ok(axum::Json(done));
+    }
+    ensure_open(&s)?;
+    let parts = uploads::parts(&state.db, s.namespace, &s.id).await?;
+    let etags: HashMap<u32, String> = req
+        .parts
+        .into_iter()
+        .map(|p| (p.part_number, p.etag))
+        .collect();
+    let total = verify_and_complete(&state, &s, &parts, &etags).await?;
+
+    // Where each chunk landed in the pack.
+    let mut locations = Vec::new();
+    let mut offset = 0u64;
+    for p in &parts {
+        for c in &p.chunks {
+            locations.push(ChunkLocation {
+                hash: c.hash,
+                raw_len: c.raw_len,
+                offset,
+                stored_len: c.stored_len,
+                codec: i64::from(c.codec == StoredCodec::Zstd),
+            });
+            offset += u64::from(c.stored_len);
+        }
+    }
+    let mut tx = state.db.begin().await?;
+    record_chunks(&mut tx, to_db(s.namespace.0), &s.pack_id, &locations).await?;
+    uploads::complete_pack(&mut tx, s.namespace, &s.pack_id, total).await?;
+    tx.commit().await?;
+
+    let pending: Vec<Pending> = serde_json::from_str(&s.request)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let mut results = Vec::with_capacity(pending.len());
+    for p in pending {
+        let op = FileOp::Put(p.op);
+        let outcome = match validate::op(&op) {
+            Ok(change) => {
+                let c = Commit {
+                    namespace: s.namespace,
+                    op_id: op.op_id().clone(),
+                    digest: validate::digest(&op),
+                    device: Some(caller.device),
+                    change,
+                };
+                commit_op(&state.db, &c).await?
+            }
+            Err((code, detail)) => driftless_protocol::Outcome::Error { code, detail },
+        };
+        results.push(result(&op, outcome));
+    }
+    let response = CommitResponse { results };
+    let json = serde_json::to_string(&response)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    uploads::close_session(&state.db, s.namespace, &s.id, "committed", Some(&json)).await?;
+    tracing::info!(namespace = %s.namespace, upload = %s.id, bytes = total, "upload committed");
+    Ok(axum::Json(response))
+}
+
+/// Checks every registered part against S3 and completes the upload; returns
+/// the pack size. A retry after an earlier completion finds the object whole.
+async fn verify_and_complete(
+    state: &AppState,
+    s: &Session,
+    parts: &[Part],
+    etags: &HashMap<u32, String>,
+) -> ApiResult<u64> {
+    let key = pack_key(&s.pack_id);
+    let total: u64 = parts.iter().map(|p| p.size).sum();
+    if parts.is_empty() {
+        state.blob.abort_multipart(&key, &s.s3_upload_id).await?;
+        return Ok(0);
+    }
+    let stored = match state.blob.list_parts(&key, &s.s3_upload_id).await {
+        Ok(stored) => stored,
+        // Completed by an earlier attempt of this commit: the object is the proof.
+        Err(BlobError::NotFound) if state.blob.size(&key).await? == Some(total) => {
+            return Ok(total);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if stored.is_empty() && state.blob.size(&key).await? == Some(total) {
+        return Ok(total);
+    }
+    let stored: HashMap<u32, _> = stored.into_iter().map(|p| (p.part_number, p)).collect();
+    let last = parts.last().map(|p| p.part_number);
+    let mut complete = Vec::with_capacity(parts.len());
+    for p in parts {
+        let n = p.part_number;
+        let Some(held) = stored.get(&n) else {
+            return Err(ApiError::new(
+                ErrorCode::PartMissing,
+                format!("part {n} was never uploaded"),
+            ));
+        };
+        if held.size != p.size {
+            return Err(ApiError::new(
+                ErrorCode::PartSizeMismatch,
+                format!("part {n} holds {} bytes, registered {}", held.size, p.size),
+            ));
+        }
+        if Some(n) != last && p.size < S3_MIN_PART {
+            return Err(ApiError::new(
+                ErrorCode::PartInvalid,
+                format!(
+                    "part {n} is {} bytes; every part but the last needs 5 MiB",
+                    p.size
+                ),
+            ));
+        }
+        let etag = etags
+            .get(&n)
+            .cloned()
+            .or_else(|| held.etag.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("no ETag for part {n}: send the one its PUT returned"),
+                )
+            })?;
+        complete.push((n, etag, p.checksum.clone()));
+    }
+    match state
+        .blob
+        .complete_multipart(&key, &s.s3_upload_id, &complete)
+        .await
+    {
+        Ok(()) => Ok(total),
+        Err(BlobError::Refused { code, message }) => Err(ApiError::new(
+            ErrorCode::PartChecksumMismatch,
+            format!("storage refused to assemble the parts: {code}: {message}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

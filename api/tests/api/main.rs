@@ -1,0 +1,9 @@
+//! The API over HTTP against real PostgreSQL and a SigV4 S3 server.
+
+// Test helpers outside #[test] functions unwrap too: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod access;
+mod client;
+mod requests;
+mod uploads;

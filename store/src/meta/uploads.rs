@@ -1,0 +1,216 @@
+//! Upload sessions, their registered parts, and the packs they write.
+
+use driftless_protocol::{ChunkHash, NamespaceId, PartChunk, StoredCodec};
+use sqlx::{AnyConnection, Row};
+
+use super::to_db;
+use crate::db::{Db, now_ms};
+
+/// An upload session row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Folder.
+    pub namespace: NamespaceId,
+    /// Session id (`<namespace>-<random>`).
+    pub id: String,
+    /// Owner (only they may use it).
+    pub user_id: i64,
+    /// Device that created it.
+    pub device_id: i64,
+    /// Pack the session writes.
+    pub pack_id: String,
+    /// S3 multipart upload id.
+    pub s3_upload_id: String,
+    /// `open`, `committed`, `aborted` or `expired`.
+    pub state: String,
+    /// JSON of the pending operations.
+    pub request: String,
+    /// JSON of the commit results, once committed.
+    pub results: Option<String>,
+    /// Expiry, ms since the epoch.
+    pub expires_at_ms: i64,
+}
+
+/// A part as registered (what the presigned URL was signed for).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// 1..=10,000.
+    pub part_number: u32,
+    /// Registered size.
+    pub size: u64,
+    /// Base64 CRC32C signed into the URL.
+    pub checksum: String,
+    /// The chunks it holds, in order.
+    pub chunks: Vec<PartChunk>,
+}
+
+const PART_CHUNK: usize = 41;
+
+fn encode_chunks(chunks: &[PartChunk]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(chunks.len() * PART_CHUNK);
+    for c in chunks {
+        b.extend_from_slice(c.hash.as_bytes());
+        b.extend_from_slice(&c.raw_len.to_le_bytes());
+        b.extend_from_slice(&c.stored_len.to_le_bytes());
+        b.push(match c.codec {
+            StoredCodec::None => 0,
+            StoredCodec::Zstd => 1,
+        });
+    }
+    b
+}
+
+fn decode_chunks(b: &[u8]) -> Vec<PartChunk> {
+    b.chunks_exact(PART_CHUNK)
+        .map(|e| {
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(&e[..32]);
+            let word = |at: usize| u32::from_le_bytes([e[at], e[at + 1], e[at + 2], e[at + 3]]);
+            PartChunk {
+                hash: ChunkHash::from_bytes(hash),
+                raw_len: word(32),
+                stored_len: word(36),
+                codec: if e[40] == 1 {
+                    StoredCodec::Zstd
+                } else {
+                    StoredCodec::None
+                },
+            }
+        })
+        .collect()
+}
+
+/// Stores a new open session and its pack (state `uploading`).
+pub async fn create_session(db: &Db, s: &Session) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let ns = to_db(s.namespace.0);
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO upload_sessions (namespace_id, id, user_id, device_id, pack_id, s3_upload_id, state, request, \
+         created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9)",
+    )
+    .bind(ns)
+    .bind(&s.id)
+    .bind(s.user_id)
+    .bind(s.device_id)
+    .bind(&s.pack_id)
+    .bind(&s.s3_upload_id)
+    .bind(&s.request)
+    .bind(now)
+    .bind(s.expires_at_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO packs (namespace_id, id, upload_id, state, created_at_ms) VALUES ($1, $2, $3, 'uploading', $4)",
+    )
+    .bind(ns)
+    .bind(&s.pack_id)
+    .bind(&s.id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// A session by id.
+pub async fn session(db: &Db, ns: NamespaceId, id: &str) -> Result<Option<Session>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT user_id, device_id, pack_id, s3_upload_id, state, request, results, expires_at_ms \
+         FROM upload_sessions WHERE namespace_id = $1 AND id = $2",
+    )
+    .bind(to_db(ns.0))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| {
+        Ok(Session {
+            namespace: ns,
+            id: id.to_owned(),
+            user_id: r.try_get(0)?,
+            device_id: r.try_get(1)?,
+            pack_id: r.try_get(2)?,
+            s3_upload_id: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+            state: r.try_get(4)?,
+            request: r.try_get(5)?,
+            results: r.try_get(6)?,
+            expires_at_ms: r.try_get(7)?,
+        })
+    })
+    .transpose()
+}
+
+/// Registers (or re-registers) a part.
+pub async fn put_part(db: &Db, ns: NamespaceId, upload: &str, p: &Part) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO upload_parts (namespace_id, upload_id, part_number, size, checksum, chunks) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (namespace_id, upload_id, part_number) \
+         DO UPDATE SET size = excluded.size, checksum = excluded.checksum, chunks = excluded.chunks",
+    )
+    .bind(to_db(ns.0))
+    .bind(upload)
+    .bind(i64::from(p.part_number))
+    .bind(to_db(p.size))
+    .bind(&p.checksum)
+    .bind(encode_chunks(&p.chunks))
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// The registered parts, by part number.
+pub async fn parts(db: &Db, ns: NamespaceId, upload: &str) -> Result<Vec<Part>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT part_number, size, checksum, chunks FROM upload_parts \
+         WHERE namespace_id = $1 AND upload_id = $2 ORDER BY part_number",
+    )
+    .bind(to_db(ns.0))
+    .bind(upload)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Part {
+                part_number: r.try_get::<i64, _>(0)? as u32,
+                size: r.try_get::<i64, _>(1)? as u64,
+                checksum: r.try_get(2)?,
+                chunks: decode_chunks(&r.try_get::<Vec<u8>, _>(3)?),
+            })
+        })
+        .collect()
+}
+
+/// Marks the session's pack complete with its size.
+pub async fn complete_pack(
+    conn: &mut AnyConnection,
+    ns: NamespaceId,
+    pack_id: &str,
+    total: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE packs SET state = 'complete', total_bytes = $1, live_bytes = $1 WHERE namespace_id = $2 AND id = $3")
+        .bind(to_db(total))
+        .bind(to_db(ns.0))
+        .bind(pack_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves an open session to `state` (`committed` with results, `aborted`, `expired`).
+pub async fn close_session(
+    db: &Db,
+    ns: NamespaceId,
+    id: &str,
+    state: &str,
+    results: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE upload_sessions SET state = $1, results = $2 WHERE namespace_id = $3 AND id = $4",
+    )
+    .bind(state)
+    .bind(results)
+    .bind(to_db(ns.0))
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
