@@ -121,6 +121,13 @@ impl Config {
             PathBuf::from(var("DRIFTLESS_DATA_DIR").unwrap_or_else(|| "driftless-data".into()));
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
+        // The folder holds password hashes and secrets: owner only.
+        #[cfg(unix)]
+        std::fs::set_permissions(
+            &data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .with_context(|| format!("restricting {}", data_dir.display()))?;
         let listen = var("DRIFTLESS_LISTEN")
             .unwrap_or_else(|| "127.0.0.1:8440".into())
             .parse()

@@ -172,9 +172,18 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// On PostgreSQL (production's database).
     pub async fn spawn() -> Self {
+        Self::spawn_on(TestDb::postgres().await).await
+    }
+
+    /// On SQLite (the embedded default's database).
+    pub async fn spawn_sqlite() -> Self {
+        Self::spawn_on(TestDb::sqlite().await).await
+    }
+
+    async fn spawn_on(db: TestDb) -> Self {
         use std::sync::Arc;
-        let db = TestDb::postgres().await;
         let s3 = TestS3::start(Duration::from_secs(300)).await;
         let state = driftless_api::state::AppState {
             db: db.db.clone(),

@@ -79,8 +79,16 @@ fn committed(r: &FileResult) -> Rev {
 }
 
 #[tokio::test]
-async fn round_trip_dedup_and_rename() {
-    let app = TestApp::spawn().await;
+async fn round_trip_dedup_and_rename_on_postgres() {
+    round_trip_dedup_and_rename(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn round_trip_dedup_and_rename_on_sqlite() {
+    round_trip_dedup_and_rename(TestApp::spawn_sqlite().await).await;
+}
+
+async fn round_trip_dedup_and_rename(app: TestApp) {
     let (token, ns) = app.user("alice", None).await;
     let api = Api::new(&app.url, &token);
     let bytes = data(40 << 20, 7);
