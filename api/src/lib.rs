@@ -38,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/login", post(auth::login))
         .merge(routes::namespaces::router())
         .merge(routes::uploads::router())
+        .merge(routes::downloads::router())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

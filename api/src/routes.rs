@@ -1,4 +1,5 @@
 //! The HTTP routes, one module each, merged by [`crate::app`].
 
+pub mod downloads;
 pub mod namespaces;
 pub mod uploads;

@@ -8,6 +8,7 @@
 mod changes;
 mod cursor;
 mod digest;
+mod download;
 mod error;
 mod ids;
 mod path;
@@ -16,6 +17,7 @@ mod upload;
 pub use changes::{ChangeEntry, ChangeKind, ChangesPage, JournalEvent, WaitResponse};
 pub use cursor::{Cursor, CursorError, CursorKey, Position};
 pub use digest::{ChunkHash, ContentHash, DigestError};
+pub use download::{DownloadManifest, FetchRange, ManifestChunk, RangeChunk};
 pub use error::{ErrorCode, Problem};
 pub use ids::{DeviceId, IdError, NamespaceId, OpId, Rev, Seq, UploadId};
 pub use path::{MAX_NAME_BYTES, MAX_PATH_BYTES, PathError, Portability, SyncPath};

@@ -6,6 +6,7 @@ pub mod chunks;
 pub mod commit;
 pub mod manifest;
 pub mod uploads;
+pub mod versions;
 
 /// Converts an unsigned protocol number to the BIGINT the schema stores.
 pub fn to_db(v: u64) -> i64 {

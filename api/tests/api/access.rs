@@ -39,6 +39,30 @@ async fn other_users_see_nothing() {
     assert_eq!(theirs, missing);
     assert_eq!(theirs, garbage);
 
+    // Alice's file cannot be downloaded by Bob, by content or manifest.
+    let theirs = bob
+        .get(&format!(
+            "/v1/namespaces/{alice_ns}/manifest?path=secret.bin"
+        ))
+        .await;
+    let missing = bob
+        .get("/v1/namespaces/987654321/manifest?path=secret.bin")
+        .await;
+    assert_eq!(theirs.0, 404);
+    assert_eq!(theirs, missing);
+    let theirs = bob
+        .get(&format!(
+            "/v1/namespaces/{alice_ns}/content?path=secret.bin"
+        ))
+        .await;
+    assert_eq!(theirs, missing);
+    let own = alice
+        .get(&format!(
+            "/v1/namespaces/{alice_ns}/manifest?path=secret.bin"
+        ))
+        .await;
+    assert_eq!(own.0, 200);
+
     // Alice's upload session is invisible to Bob.
     let (_, v) = alice
         .post(
