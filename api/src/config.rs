@@ -12,6 +12,7 @@
 //! | `DRIFTLESS_CURSOR_SECRET` | generated once into `$DATA_DIR/cursor.secret` |
 //! | `DRIFTLESS_PRESIGN_TTL_SECS` | `900` (presigned URLs live minutes, not days) |
 //! | `DRIFTLESS_UPLOAD_TTL_SECS` | `86400` (an upload session, resumable within it) |
+//! | `DRIFTLESS_CORS_ORIGINS` | unset: no CORS; a comma-separated list of origins for browser clients |
 //!
 //! Secrets are read here and never logged; `Debug` of the config redacts them.
 
@@ -52,6 +53,8 @@ pub struct Config {
     pub presign_ttl: Duration,
     /// Upload session lifetime.
     pub upload_ttl: Duration,
+    /// Browser origins allowed by CORS.
+    pub cors_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -168,6 +171,14 @@ impl Config {
             cursor_secret,
             presign_ttl,
             upload_ttl: secs("DRIFTLESS_UPLOAD_TTL_SECS", 86_400)?,
+            cors_origins: var("DRIFTLESS_CORS_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }

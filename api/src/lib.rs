@@ -33,15 +33,41 @@ pub const BODY_LIMIT: usize = 16 << 20;
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let cors = cors(&state.settings.cors_origins);
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/login", post(auth::login))
         .merge(routes::namespaces::router())
         .merge(routes::uploads::router())
         .merge(routes::downloads::router())
+        .merge(routes::history::router())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+/// CORS for the configured browser origins; none configured, no CORS headers.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderValue, Method, header};
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::RANGE])
+            .expose_headers([header::CONTENT_RANGE, header::ETAG])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves.
@@ -102,6 +128,7 @@ impl Server {
             cursor_keys: Arc::new(vec![CursorKey::new(1, &config.cursor_secret)]),
             settings: Arc::new(Settings {
                 upload_ttl: config.upload_ttl,
+                cors_origins: config.cors_origins.clone(),
             }),
             dummy_password_hash,
         };

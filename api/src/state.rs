@@ -12,6 +12,8 @@ use driftless_store::{BlobStore, Db};
 pub struct Settings {
     /// Upload session lifetime.
     pub upload_ttl: Duration,
+    /// Origins allowed to call the API from a browser (empty: no CORS).
+    pub cors_origins: Vec<String>,
 }
 
 /// Shared handler state (cheap to clone).

@@ -191,6 +191,7 @@ impl TestApp {
             cursor_keys: Arc::new(vec![driftless_protocol_key()]),
             settings: Arc::new(driftless_api::state::Settings {
                 upload_ttl: Duration::from_secs(3600),
+                cors_origins: vec!["https://app.example".into()],
             }),
             dummy_password_hash: driftless_api::auth::hash_password("dummy").unwrap(),
         };

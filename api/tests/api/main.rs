@@ -6,4 +6,5 @@
 mod access;
 mod client;
 mod requests;
+mod sharing;
 mod uploads;

@@ -119,3 +119,59 @@ pub async fn locations(
     }
     Ok(out)
 }
+
+/// One entry of a file's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Revision.
+    pub rev: Rev,
+    /// Tombstone?
+    pub deleted: bool,
+    /// Size.
+    pub size: u64,
+    /// Content hash (`None` for a tombstone).
+    pub content_hash: Option<ContentHash>,
+    /// Modification time (ms).
+    pub mtime_ms: i64,
+    /// Path it was moved from, for a move.
+    pub moved_from: Option<String>,
+    /// Device that wrote it.
+    pub device_id: Option<u64>,
+    /// Commit time (ms).
+    pub committed_at_ms: i64,
+}
+
+/// Every version of `path`, newest first (at most `limit`).
+pub async fn history(
+    db: &Db,
+    ns: NamespaceId,
+    path: &SyncPath,
+    limit: u32,
+) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT rev, deleted, size, content_hash, mtime_ms, moved_from, device_id, committed_at_ms FROM versions \
+         WHERE namespace_id = $1 AND path = $2 ORDER BY rev DESC LIMIT $3",
+    )
+    .bind(to_db(ns.0))
+    .bind(path.as_str())
+    .bind(i64::from(limit))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let hash: Option<Vec<u8>> = r.try_get(3)?;
+            Ok(HistoryEntry {
+                rev: Rev(from_db(r.try_get(0)?)),
+                deleted: r.try_get::<i64, _>(1)? == 1,
+                size: from_db(r.try_get(2)?),
+                content_hash: hash
+                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                    .map(ContentHash::from_bytes),
+                mtime_ms: r.try_get(4)?,
+                moved_from: r.try_get(5)?,
+                device_id: r.try_get::<Option<i64>, _>(6)?.map(from_db),
+                committed_at_ms: r.try_get(7)?,
+            })
+        })
+        .collect()
+}

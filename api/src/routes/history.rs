@@ -1,0 +1,143 @@
+//! A file's version history and the restore of an earlier version.
+//!
+//! A restore is a new version with an old manifest: no bytes move, the
+//! journal records it like any edit, and it conflicts like any edit when the
+//! file changed since `base_rev`.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use driftless_protocol::{
+    ContentHash, DeviceId, ErrorCode, NamespaceId, OpId, Outcome, Rev, SyncPath,
+};
+use driftless_store::meta::commit::{Commit, FileChange, commit};
+use driftless_store::meta::versions;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::Json;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/namespaces/{ns}/versions", get(list))
+        .route("/v1/namespaces/{ns}/restore", post(restore))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    path: String,
+    limit: Option<u32>,
+}
+
+/// One version as listed.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct VersionView {
+    /// Revision.
+    pub rev: Rev,
+    /// A tombstone?
+    pub deleted: bool,
+    /// Size.
+    pub size: u64,
+    /// Content hash.
+    pub content_hash: Option<ContentHash>,
+    /// Modification time (ms).
+    pub mtime_ms: i64,
+    /// For a move, the old path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
+    /// The writing device.
+    pub device_id: Option<DeviceId>,
+    /// Commit time (ms).
+    pub committed_at_ms: i64,
+}
+
+fn parse(ns: &str, path: &str) -> ApiResult<(NamespaceId, SyncPath)> {
+    let ns = ns.parse().map_err(|_| ApiError::not_found())?;
+    let path = SyncPath::parse(path).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    Ok((ns, path))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<axum::Json<Vec<VersionView>>> {
+    let (ns, path) = parse(&ns, &q.path)?;
+    caller.role(&state, ns).await?;
+    let entries = versions::history(&state.db, ns, &path, q.limit.unwrap_or(100).min(1000)).await?;
+    if entries.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    Ok(axum::Json(
+        entries
+            .into_iter()
+            .map(|e| VersionView {
+                rev: e.rev,
+                deleted: e.deleted,
+                size: e.size,
+                content_hash: e.content_hash,
+                mtime_ms: e.mtime_ms,
+                moved_from: e.moved_from,
+                device_id: e.device_id.map(DeviceId),
+                committed_at_ms: e.committed_at_ms,
+            })
+            .collect(),
+    ))
+}
+
+/// `POST /v1/namespaces/{ns}/restore` body.
+#[derive(Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// Client operation id.
+    pub op_id: OpId,
+    /// The file.
+    pub path: String,
+    /// The revision whose content comes back.
+    pub rev: Rev,
+    /// The current revision the client saw (`None` if the file is deleted).
+    pub base_rev: Option<Rev>,
+}
+
+async fn restore(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+    Json(req): Json<RestoreRequest>,
+) -> ApiResult<axum::Json<Outcome>> {
+    let (ns, path) = parse(&ns, &req.path)?;
+    caller.writer(&state, ns).await?;
+    let old = versions::version(&state.db, ns, &path, Some(req.rev))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let content_hash = match (old.deleted, old.content_hash) {
+        (false, Some(h)) => h,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "that revision is a deletion; restore an earlier one",
+            ));
+        }
+    };
+    let digest =
+        *blake3::hash(format!("restore {ns} {path} {} {:?}", req.rev, req.base_rev).as_bytes())
+            .as_bytes();
+    let c = Commit {
+        namespace: ns,
+        op_id: req.op_id,
+        digest,
+        device: Some(caller.device),
+        change: FileChange::Put {
+            path,
+            base_rev: req.base_rev,
+            mtime_ms: old.mtime_ms,
+            chunking: old.chunking,
+            manifest: old.manifest,
+            content_hash,
+        },
+    };
+    Ok(axum::Json(commit(&state.db, &c).await?))
+}
