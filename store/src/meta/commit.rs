@@ -302,7 +302,7 @@ async fn apply(
                     current_rev: Some(h.rev),
                 }));
             }
-            let mut v = version_at(tx, ns, from, *from_rev).await?;
+            let mut v = version_at(tx, c.namespace, from, *from_rev).await?;
             // Tombstone first: a case-only rename (a -> A) must not collide with itself.
             write_version(tx, c, rev, from, &VersionRow::tombstone(now, None)).await?;
             if let Some(other) = collision(tx, ns, to).await? {
@@ -353,34 +353,22 @@ impl VersionRow {
     }
 }
 
+/// The columns a move carries over from the version at `from_rev`.
 async fn version_at(
     tx: &mut Transaction<'static, Any>,
-    ns: i64,
+    ns: NamespaceId,
     path: &SyncPath,
     rev: Rev,
 ) -> Result<VersionRow, sqlx::Error> {
-    let r = sqlx::query(
-        "SELECT size, content_hash, mtime_ms, chunk_min, chunk_avg, chunk_max, manifest FROM versions \
-         WHERE namespace_id = $1 AND path = $2 AND rev = $3",
-    )
-    .bind(ns)
-    .bind(path.as_str())
-    .bind(to_db(rev.0))
-    .fetch_one(&mut **tx)
-    .await?;
-    let hash: Option<Vec<u8>> = r.try_get(1)?;
+    let v = super::versions::version_in(tx, ns, path, Some(rev))
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
     Ok(VersionRow {
-        size: from_db(r.try_get(0)?),
-        content_hash: hash
-            .and_then(|h| <[u8; 32]>::try_from(h).ok())
-            .map(ContentHash::from_bytes),
-        mtime_ms: r.try_get(2)?,
-        chunking: ChunkingSpec {
-            min: from_db(r.try_get(3)?) as u32,
-            avg: from_db(r.try_get(4)?) as u32,
-            max: from_db(r.try_get(5)?) as u32,
-        },
-        manifest: r.try_get(6)?,
+        size: v.size,
+        content_hash: v.content_hash,
+        mtime_ms: v.mtime_ms,
+        chunking: v.chunking,
+        manifest: v.manifest.as_bytes().to_vec(),
         deleted: false,
         moved_from: None,
     })

@@ -35,24 +35,32 @@ pub async fn version(
     path: &SyncPath,
     rev: Option<Rev>,
 ) -> Result<Option<Version>, sqlx::Error> {
-    let sql = "SELECT v.rev, v.deleted, v.size, v.content_hash, v.mtime_ms, v.chunk_min, v.chunk_avg, v.chunk_max, v.manifest \
+    let mut conn = db.pool().acquire().await?;
+    version_in(&mut conn, ns, path, rev).await
+}
+
+/// [`version`] on a given connection (inside a transaction, say).
+pub async fn version_in(
+    conn: &mut AnyConnection,
+    ns: NamespaceId,
+    path: &SyncPath,
+    rev: Option<Rev>,
+) -> Result<Option<Version>, sqlx::Error> {
+    let sql = "SELECT rev, deleted, size, content_hash, mtime_ms, chunk_min, chunk_avg, chunk_max, manifest \
                FROM versions v WHERE v.namespace_id = $1 AND v.path = $2 AND v.rev = \
                COALESCE($3, (SELECT f.rev FROM files f WHERE f.namespace_id = $1 AND f.path = $2))";
     let row = sqlx::query(sql)
         .bind(to_db(ns.0))
         .bind(path.as_str())
         .bind(rev.map(|r| to_db(r.0)))
-        .fetch_optional(db.pool())
+        .fetch_optional(conn)
         .await?;
     row.map(|r| {
-        let hash: Option<Vec<u8>> = r.try_get(3)?;
         Ok(Version {
             rev: Rev(from_db(r.try_get(0)?)),
             deleted: r.try_get::<i64, _>(1)? == 1,
             size: from_db(r.try_get(2)?),
-            content_hash: hash
-                .and_then(|h| <[u8; 32]>::try_from(h).ok())
-                .map(ContentHash::from_bytes),
+            content_hash: content_hash_column(r.try_get(3)?),
             mtime_ms: r.try_get(4)?,
             chunking: ChunkingSpec {
                 min: from_db(r.try_get(5)?) as u32,
@@ -63,6 +71,13 @@ pub async fn version(
         })
     })
     .transpose()
+}
+
+/// A stored `content_hash` column (32 bytes or NULL).
+fn content_hash_column(bytes: Option<Vec<u8>>) -> Option<ContentHash> {
+    bytes
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .map(ContentHash::from_bytes)
 }
 
 /// Where a chunk's stored bytes are.
@@ -159,14 +174,11 @@ pub async fn history(
     .await?;
     rows.iter()
         .map(|r| {
-            let hash: Option<Vec<u8>> = r.try_get(3)?;
             Ok(HistoryEntry {
                 rev: Rev(from_db(r.try_get(0)?)),
                 deleted: r.try_get::<i64, _>(1)? == 1,
                 size: from_db(r.try_get(2)?),
-                content_hash: hash
-                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
-                    .map(ContentHash::from_bytes),
+                content_hash: content_hash_column(r.try_get(3)?),
                 mtime_ms: r.try_get(4)?,
                 moved_from: r.try_get(5)?,
                 device_id: r.try_get::<Option<i64>, _>(6)?.map(from_db),
