@@ -17,7 +17,7 @@ use bytes::Bytes;
 use driftless_chunker::{Codec, Decoder};
 use driftless_protocol::{
     ChunkHash, DownloadManifest, ErrorCode, FetchRange, ManifestChunk, NamespaceId, RangeChunk,
-    Rev, StoredCodec, SyncPath,
+    Rev, StoredCodec,
 };
 use driftless_store::meta::versions::{self, Stored, Version};
 use driftless_store::pack_key;
@@ -50,9 +50,9 @@ async fn readable(
     ns: &str,
     q: &FileQuery,
 ) -> ApiResult<(NamespaceId, Version, Vec<(ChunkHash, Stored)>)> {
-    let ns: NamespaceId = ns.parse().map_err(|_| ApiError::not_found())?;
+    let ns = super::namespace_id(ns)?;
     caller.role(state, ns).await?;
-    let path = SyncPath::parse(&q.path).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    let path = super::sync_path(&q.path)?;
     let v = versions::version(&state.db, ns, &path, q.rev.map(Rev))
         .await?
         .filter(|v| !v.deleted)

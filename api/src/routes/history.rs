@@ -55,9 +55,7 @@ pub struct VersionView {
 }
 
 fn parse(ns: &str, path: &str) -> ApiResult<(NamespaceId, SyncPath)> {
-    let ns = ns.parse().map_err(|_| ApiError::not_found())?;
-    let path = SyncPath::parse(path).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
-    Ok((ns, path))
+    Ok((super::namespace_id(ns)?, super::sync_path(path)?))
 }
 
 async fn list(

@@ -91,7 +91,7 @@ async fn share(
     Path((ns, user)): Path<(String, String)>,
     Json(req): Json<Membership>,
 ) -> ApiResult<StatusCode> {
-    let ns: NamespaceId = ns.parse().map_err(|_| ApiError::not_found())?;
+    let ns = super::namespace_id(&ns)?;
     if caller.role(&state, ns).await? != Role::Owner {
         return Err(ApiError::new(
             ErrorCode::Forbidden,

@@ -15,8 +15,8 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use base64::Engine;
 use driftless_protocol::{
-    ChunkHash, CreateUpload, CreatedUpload, ErrorCode, FileOp, FileResult, NamespaceId, Outcome,
-    PartState, PutFile, UploadId, UploadState, UploadStatus,
+    ChunkHash, CreateUpload, CreatedUpload, ErrorCode, FileOp, FileResult, Outcome, PartState,
+    PutFile, UploadId, UploadState, UploadStatus,
 };
 use driftless_store::meta::commit::{Commit, FileChange, commit as commit_op, live_rev};
 use driftless_store::meta::uploads::{self, Session};
@@ -55,20 +55,14 @@ fn random_token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
-fn parse_ns(ns: &str) -> ApiResult<NamespaceId> {
-    ns.parse().map_err(|_| ApiError::not_found())
-}
-
 /// Loads a session the caller owns; everything else is `not_found`.
 pub(crate) async fn owned_session(
     state: &AppState,
     caller: &Caller,
     id: &str,
 ) -> ApiResult<Session> {
-    let ns = id
-        .split_once('-')
-        .and_then(|(ns, _)| ns.parse().ok())
-        .ok_or_else(ApiError::not_found)?;
+    // Session ids are `<namespace>-<random>`.
+    let ns = super::namespace_id(id.split_once('-').map_or("", |(ns, _)| ns))?;
     caller.writer(state, ns).await?;
     let session = uploads::session(&state.db, ns, id)
         .await?
@@ -102,7 +96,7 @@ async fn create(
     Path(ns): Path<String>,
     Json(req): Json<CreateUpload>,
 ) -> ApiResult<axum::Json<CreatedUpload>> {
-    let ns = parse_ns(&ns)?;
+    let ns = super::namespace_id(&ns)?;
     caller.writer(&state, ns).await?;
     if req.files.len() > MAX_BATCH {
         return Err(ApiError::new(
