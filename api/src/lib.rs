@@ -15,14 +15,18 @@ pub mod state;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use driftless_consumer::{SessionSweeper, Verifier};
 use driftless_protocol::CursorKey;
 use driftless_store::{BlobStore, Db, EmbeddedS3};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, S3Choice};
 use crate::error::ApiError;
@@ -70,15 +74,45 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves.
+/// How often idle workers look for work they were not woken for.
+const VERIFIER_IDLE: Duration = Duration::from_secs(30);
+const SWEEPER_IDLE: Duration = Duration::from_secs(60);
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, with the
+/// background workers (chunk verifier, session sweeper) running beside it;
+/// they stop with it.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    let cancel = CancellationToken::new();
+    let workers = [
+        driftless_consumer::spawn(
+            Verifier::new(state.db.clone(), state.blob.clone()),
+            VERIFIER_IDLE,
+            state.verifier_wake.clone(),
+            cancel.clone(),
+        ),
+        driftless_consumer::spawn(
+            SessionSweeper::new(
+                state.db.clone(),
+                state.blob.clone(),
+                state.settings.session_grace,
+            ),
+            SWEEPER_IDLE.min(state.settings.upload_ttl),
+            Arc::new(Notify::new()),
+            cancel.clone(),
+        ),
+    ];
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    cancel.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+    served
 }
 
 /// A started server's parts: the state to serve, and the embedded S3
@@ -129,8 +163,11 @@ impl Server {
             settings: Arc::new(Settings {
                 upload_ttl: config.upload_ttl,
                 cors_origins: config.cors_origins.clone(),
+                // A URL issued just before expiry works this long after it.
+                session_grace: config.presign_ttl,
             }),
             dummy_password_hash,
+            verifier_wake: Arc::new(Notify::new()),
         };
         Ok(Self { state, embedded_s3 })
     }

@@ -182,7 +182,16 @@ impl TestApp {
         Self::spawn_on(TestDb::sqlite().await).await
     }
 
+    /// A server on PostgreSQL whose upload sessions live `upload_ttl`.
+    pub async fn spawn_with_upload_ttl(upload_ttl: Duration) -> Self {
+        Self::spawn_configured(TestDb::postgres().await, upload_ttl).await
+    }
+
     async fn spawn_on(db: TestDb) -> Self {
+        Self::spawn_configured(db, Duration::from_secs(3600)).await
+    }
+
+    async fn spawn_configured(db: TestDb, upload_ttl: Duration) -> Self {
         use std::sync::Arc;
         let s3 = TestS3::start(Duration::from_secs(300)).await;
         let state = driftless_api::state::AppState {
@@ -190,10 +199,12 @@ impl TestApp {
             blob: s3.store.clone(),
             cursor_keys: Arc::new(vec![driftless_protocol_key()]),
             settings: Arc::new(driftless_api::state::Settings {
-                upload_ttl: Duration::from_secs(3600),
+                upload_ttl,
                 cors_origins: vec!["https://app.example".into()],
+                session_grace: Duration::ZERO,
             }),
             dummy_password_hash: driftless_api::auth::hash_password("dummy").unwrap(),
+            verifier_wake: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -113,11 +113,15 @@ async fn create(
         }
     }
     let mut conn = state.db.pool().acquire().await?;
-    let missing: HashSet<ChunkHash> =
-        chunks::missing_in(&mut conn, to_db(ns.0), wanted.into_iter())
-            .await?
-            .into_iter()
-            .collect();
+    let missing: HashSet<ChunkHash> = chunks::missing_in(
+        &mut conn,
+        to_db(ns.0),
+        chunks::Usable::OfferedTo(caller.device),
+        wanted.into_iter(),
+    )
+    .await?
+    .into_iter()
+    .collect();
     drop(conn);
 
     let mut results = Vec::with_capacity(req.files.len());

@@ -154,10 +154,15 @@ fn part_request(n: u32) -> PartRequest {
 }
 
 fn finish(mut p: PartBody) -> PartBody {
+    seal(&mut p);
+    p
+}
+
+/// Sets the part's size and CRC32C from its bytes.
+pub(crate) fn seal(p: &mut PartBody) {
     p.request.size = p.bytes.len() as u64;
     p.request.checksum_crc32c =
         base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(&p.bytes).to_be_bytes());
-    p
 }
 
 /// Registers a part and PUTs it; returns its ETag.

@@ -5,6 +5,7 @@
 
 mod access;
 mod client;
+mod integrity;
 mod requests;
 mod sharing;
 mod uploads;

@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use crate::client::{Api, pack, prepare, send_part, upload};
 
-fn data(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn data(len: usize, seed: u64) -> Vec<u8> {
     // Half random, half text-like: some chunks compress, some do not.
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len);

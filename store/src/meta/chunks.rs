@@ -1,30 +1,73 @@
-//! Chunk rows: which chunks a namespace holds, and where.
+//! Chunk rows: which chunks a namespace holds, where, and whether the
+//! verifier has re-hashed them.
 
 use std::collections::HashSet;
 
-use driftless_protocol::ChunkHash;
+use driftless_protocol::{ChunkHash, DeviceId, NamespaceId};
 use sqlx::{AnyConnection, Row};
+
+use super::{from_db, to_db};
+use crate::db::Db;
 
 /// Hashes per `IN (…)` query: well under every database's parameter limit.
 const BATCH: usize = 500;
 
+/// Chunk states, as stored.
+pub mod state {
+    /// Recorded at commit, not yet read back.
+    pub const PENDING: i64 = 0;
+    /// Read back from storage; decodes to bytes with its hash.
+    pub const VERIFIED: i64 = 1;
+    /// Missing or failing its hash; awaits a re-upload.
+    pub const CORRUPT: i64 = 2;
+}
+
+/// Which stored chunks count as present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usable {
+    /// Any chunk not known to be corrupt: what a commit may reference (the
+    /// verifier reports a version whose pending chunk turns out bad).
+    Stored,
+    /// What is offered to `device` for deduplication: verified chunks, and
+    /// pending ones from that device's own uploads. Another device sends its
+    /// own copy until the first is verified, so nobody can make a file point
+    /// at bytes they never had to produce.
+    OfferedTo(DeviceId),
+}
+
 /// The distinct hashes of `hashes` that namespace `ns` does not hold as a
-/// usable (not corrupt) chunk, in first-seen order.
+/// usable chunk, in first-seen order.
 pub async fn missing_in(
     conn: &mut AnyConnection,
     ns: i64,
+    usable: Usable,
     hashes: impl Iterator<Item = ChunkHash>,
 ) -> Result<Vec<ChunkHash>, sqlx::Error> {
     let mut seen = HashSet::new();
     let wanted: Vec<ChunkHash> = hashes.filter(|h| seen.insert(*h)).collect();
     let mut present = HashSet::with_capacity(wanted.len());
+    // $2 is the device when the filter names one; the hashes follow.
+    let (filter, device) = match usable {
+        Usable::Stored => ("c.state <> 2", None),
+        Usable::OfferedTo(d) => (
+            "(c.state = 1 OR (c.state = 0 AND EXISTS (SELECT 1 FROM packs p WHERE \
+             p.namespace_id = c.namespace_id AND p.id = c.pack_id AND p.device_id = $2)))",
+            Some(to_db(d.0)),
+        ),
+    };
+    let first = if device.is_some() { 3 } else { 2 };
     for batch in wanted.chunks(BATCH) {
-        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
+        let placeholders: Vec<String> = (0..batch.len())
+            .map(|i| format!("${}", i + first))
+            .collect();
         let sql = format!(
-            "SELECT hash FROM chunks WHERE namespace_id = $1 AND state <> 2 AND hash IN ({})",
+            "SELECT c.hash FROM chunks c WHERE c.namespace_id = $1 AND {filter} AND c.hash IN ({})",
             placeholders.join(", ")
         );
         let mut q = sqlx::query(&sql).bind(ns);
+        if let Some(d) = device {
+            q = q.bind(d);
+        }
         for h in batch {
             q = q.bind(h.as_bytes().to_vec());
         }
@@ -58,7 +101,8 @@ pub struct ChunkLocation {
 
 /// Records chunks stored in `pack_id` as pending verification. A chunk the
 /// namespace already holds keeps its first location (the new copy is dead
-/// bytes in its pack, reclaimed by compaction).
+/// bytes in its pack, reclaimed by compaction) unless that one is corrupt:
+/// then the new copy replaces it, which is how a re-upload repairs it.
 pub async fn record_chunks(
     conn: &mut AnyConnection,
     ns: i64,
@@ -69,7 +113,9 @@ pub async fn record_chunks(
     for c in chunks {
         sqlx::query(
             "INSERT INTO chunks (namespace_id, hash, raw_len, pack_id, pack_offset, stored_len, codec, state, \
-             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8) ON CONFLICT (namespace_id, hash) DO NOTHING",
+             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8) ON CONFLICT (namespace_id, hash) DO UPDATE SET raw_len = excluded.raw_len, \
+             pack_id = excluded.pack_id, pack_offset = excluded.pack_offset, stored_len = excluded.stored_len, \
+             codec = excluded.codec, state = 0, created_at_ms = excluded.created_at_ms WHERE chunks.state = 2",
         )
         .bind(ns)
         .bind(c.hash.as_bytes().to_vec())
@@ -83,4 +129,77 @@ pub async fn record_chunks(
         .await?;
     }
     Ok(())
+}
+
+/// Up to `limit` packs holding chunks that await verification.
+pub async fn pending_packs(
+    db: &Db,
+    limit: usize,
+) -> Result<Vec<(NamespaceId, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT namespace_id, pack_id FROM chunks WHERE state = 0 \
+         GROUP BY namespace_id, pack_id ORDER BY MIN(created_at_ms) LIMIT $1",
+    )
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| Ok((NamespaceId(from_db(r.try_get(0)?)), r.try_get(1)?)))
+        .collect()
+}
+
+/// The chunks of `pack_id` that await verification, in pack order.
+pub async fn pending_in_pack(
+    db: &Db,
+    ns: NamespaceId,
+    pack_id: &str,
+) -> Result<Vec<ChunkLocation>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT hash, raw_len, pack_offset, stored_len, codec FROM chunks \
+         WHERE namespace_id = $1 AND pack_id = $2 AND state = 0 ORDER BY pack_offset",
+    )
+    .bind(to_db(ns.0))
+    .bind(pack_id)
+    .fetch_all(db.pool())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let Ok(hash) = <[u8; 32]>::try_from(r.try_get::<Vec<u8>, _>(0)?) else {
+            continue;
+        };
+        out.push(ChunkLocation {
+            hash: ChunkHash::from_bytes(hash),
+            raw_len: from_db(r.try_get(1)?) as u32,
+            offset: from_db(r.try_get(2)?),
+            stored_len: from_db(r.try_get(3)?) as u32,
+            codec: r.try_get(4)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Settles pending chunks of `pack_id` as verified or corrupt. A chunk whose
+/// row moved to another pack meanwhile (a re-upload) is left alone.
+pub async fn settle(
+    db: &Db,
+    ns: NamespaceId,
+    pack_id: &str,
+    hashes: &[ChunkHash],
+    to: i64,
+) -> Result<u64, sqlx::Error> {
+    let mut changed = 0;
+    for batch in hashes.chunks(BATCH) {
+        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "UPDATE chunks SET state = $1 WHERE namespace_id = $2 AND pack_id = $3 AND state = 0 \
+             AND hash IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(to).bind(to_db(ns.0)).bind(pack_id);
+        for h in batch {
+            q = q.bind(h.as_bytes().to_vec());
+        }
+        changed += q.execute(db.pool()).await?.rows_affected();
+    }
+    Ok(changed)
 }

@@ -12,7 +12,7 @@ use driftless_protocol::{
 };
 use sqlx::{Any, Row, Transaction};
 
-use super::chunks::missing_in;
+use super::chunks::{Usable, missing_in};
 use super::manifest::Manifest;
 use super::{from_db, to_db};
 use crate::db::{Db, now_ms};
@@ -232,7 +232,7 @@ async fn apply(
                     &format!("conflicts with existing {other:?}"),
                 )));
             }
-            let missing = missing_in(tx, ns, manifest.hashes()).await?;
+            let missing = missing_in(tx, ns, Usable::Stored, manifest.hashes()).await?;
             if let Some(first) = missing.first() {
                 return Ok(Err(error(
                     ErrorCode::ChunkMissing,

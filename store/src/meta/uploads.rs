@@ -101,12 +101,14 @@ pub async fn create_session(db: &Db, s: &Session) -> Result<(), sqlx::Error> {
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO packs (namespace_id, id, upload_id, state, created_at_ms) VALUES ($1, $2, $3, 'uploading', $4)",
+        "INSERT INTO packs (namespace_id, id, upload_id, state, created_at_ms, device_id) \
+         VALUES ($1, $2, $3, 'uploading', $4, $5)",
     )
     .bind(ns)
     .bind(&s.pack_id)
     .bind(&s.id)
     .bind(now)
+    .bind(s.device_id)
     .execute(&mut *tx)
     .await?;
     tx.commit().await
@@ -114,29 +116,33 @@ pub async fn create_session(db: &Db, s: &Session) -> Result<(), sqlx::Error> {
 
 /// A session by id.
 pub async fn session(db: &Db, ns: NamespaceId, id: &str) -> Result<Option<Session>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT user_id, device_id, pack_id, s3_upload_id, state, request, results, expires_at_ms \
-         FROM upload_sessions WHERE namespace_id = $1 AND id = $2",
-    )
-    .bind(to_db(ns.0))
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?;
-    row.map(|r| {
-        Ok(Session {
-            namespace: ns,
-            id: id.to_owned(),
-            user_id: r.try_get(0)?,
-            device_id: r.try_get(1)?,
-            pack_id: r.try_get(2)?,
-            s3_upload_id: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
-            state: r.try_get(4)?,
-            request: r.try_get(5)?,
-            results: r.try_get(6)?,
-            expires_at_ms: r.try_get(7)?,
-        })
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM upload_sessions WHERE namespace_id = $1 AND id = $2"
+    );
+    let row = sqlx::query(&sql)
+        .bind(to_db(ns.0))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(session_row).transpose()
+}
+
+const SESSION_COLUMNS: &str = "namespace_id, id, user_id, device_id, pack_id, s3_upload_id, state, \
+    request, results, expires_at_ms";
+
+fn session_row(r: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        namespace: NamespaceId(super::from_db(r.try_get(0)?)),
+        id: r.try_get(1)?,
+        user_id: r.try_get(2)?,
+        device_id: r.try_get(3)?,
+        pack_id: r.try_get(4)?,
+        s3_upload_id: r.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
+        state: r.try_get(6)?,
+        request: r.try_get(7)?,
+        results: r.try_get(8)?,
+        expires_at_ms: r.try_get(9)?,
     })
-    .transpose()
 }
 
 /// Registers (or re-registers) a part.
@@ -213,4 +219,47 @@ pub async fn close_session(
     .execute(db.pool())
     .await?;
     Ok(())
+}
+
+/// Up to `limit` sessions still open that expired before `cutoff_ms`.
+pub async fn expired_open(
+    db: &Db,
+    cutoff_ms: i64,
+    limit: usize,
+) -> Result<Vec<Session>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM upload_sessions WHERE state = 'open' AND expires_at_ms < $1 \
+         ORDER BY expires_at_ms LIMIT $2"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(cutoff_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(session_row).collect()
+}
+
+/// Marks an open session expired and its unfinished pack deleted; false if
+/// the session was no longer open.
+pub async fn expire_session(db: &Db, ns: NamespaceId, id: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
+        "UPDATE upload_sessions SET state = 'expired' WHERE namespace_id = $1 AND id = $2 AND state = 'open'",
+    )
+    .bind(to_db(ns.0))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if done == 1 {
+        sqlx::query(
+            "UPDATE packs SET state = 'deleted' WHERE namespace_id = $1 AND upload_id = $2 AND state = 'uploading'",
+        )
+        .bind(to_db(ns.0))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(done == 1)
 }

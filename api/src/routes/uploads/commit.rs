@@ -65,6 +65,9 @@ pub(super) async fn commit(
     record_chunks(&mut tx, to_db(s.namespace.0), &s.pack_id, &locations).await?;
     uploads::complete_pack(&mut tx, s.namespace, &s.pack_id, total).await?;
     tx.commit().await?;
+    // Committed files may reference these chunks now; the verifier re-hashes
+    // them from storage (trust, then verify).
+    state.verifier_wake.notify_one();
 
     let pending: Vec<Pending> = serde_json::from_str(&s.request)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;

@@ -1,0 +1,15 @@
+//! driftless background workers, each a loop with one unit of work and a
+//! shutdown signal (see [`worker`]): the chunk verifier that re-hashes every
+//! newly committed chunk from object storage, and the sweeper that aborts
+//! expired upload sessions.
+//!
+//! Workers never serve HTTP; the API process starts them next to its router,
+//! and the same library runs them on their own.
+
+pub mod sessions;
+pub mod verify;
+pub mod worker;
+
+pub use sessions::SessionSweeper;
+pub use verify::{PackReport, Verifier};
+pub use worker::{Step, Worker, spawn};
