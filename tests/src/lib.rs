@@ -26,6 +26,8 @@ fn unique(prefix: &str) -> String {
 /// A database that exists for one test and is dropped after it.
 pub struct TestDb {
     pub db: Db,
+    /// The URL a separate process (a server under test) connects with.
+    pub url: String,
     pg_name: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -49,11 +51,11 @@ impl TestDb {
             .await
             .unwrap();
         admin.close().await;
-        let db = Db::connect(&format!("{}/{name}", pg_base_url()))
-            .await
-            .unwrap();
+        let url = format!("{}/{name}", pg_base_url());
+        let db = Db::connect(&url).await.unwrap();
         Self {
             db,
+            url,
             pg_name: Some(name),
             _dir: None,
         }
@@ -65,6 +67,7 @@ impl TestDb {
         let db = Db::connect(&url).await.unwrap();
         Self {
             db,
+            url,
             pg_name: None,
             _dir: Some(dir),
         }
@@ -250,4 +253,122 @@ impl Drop for TestApp {
 
 fn driftless_protocol_key() -> driftless_protocol::CursorKey {
     driftless_protocol::CursorKey::new(1, b"test cursor secret, not for production")
+}
+
+/// A server binary running as a child process, configured through the same
+/// environment variables production uses, so a test can `kill -9` it and
+/// start it again on the same database and bucket.
+pub struct ServerProcess {
+    pub url: String,
+    bin: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<std::process::Child>,
+    _data: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts `bin` against `db` and `s3`, and waits until it answers.
+    pub async fn start(bin: &std::path::Path, db: &TestDb, s3: &TestS3) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = &s3.config;
+        let env = [
+            ("DRIFTLESS_LISTEN", format!("127.0.0.1:{port}")),
+            ("DRIFTLESS_DATA_DIR", data.path().display().to_string()),
+            ("DRIFTLESS_DATABASE_URL", db.url.clone()),
+            ("DRIFTLESS_S3_ENDPOINT", c.endpoint.clone()),
+            ("DRIFTLESS_S3_BUCKET", c.bucket.clone()),
+            ("DRIFTLESS_S3_REGION", c.region.clone()),
+            ("DRIFTLESS_S3_ACCESS_KEY", c.access_key.clone()),
+            ("DRIFTLESS_S3_SECRET_KEY", c.secret_key.clone()),
+            (
+                "DRIFTLESS_CURSOR_SECRET",
+                "a test cursor secret of some length".into(),
+            ),
+            ("RUST_LOG", "warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut p = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            bin: bin.to_owned(),
+            env,
+            child: None,
+            _data: data,
+        };
+        p.restart().await;
+        p
+    }
+
+    /// Runs an admin subcommand of the same binary with the same
+    /// configuration; returns its standard output.
+    /// (Async: the test's runtime may be serving the S3 endpoint it needs.)
+    pub async fn admin(&self, args: &[&str], stdin: &str) -> String {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::new(&self.bin)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("admin command hung")
+            .unwrap();
+        assert!(out.status.success(), "{args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Kills the server with SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts the server (again) and waits for `/healthz`.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.child = Some(
+            std::process::Command::new(&self.bin)
+                .arg("serve")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .spawn()
+                .unwrap(),
+        );
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("server exited at start: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }

@@ -7,5 +7,6 @@ mod access;
 mod client;
 mod integrity;
 mod requests;
+mod restart;
 mod sharing;
 mod uploads;
