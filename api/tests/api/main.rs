@@ -5,6 +5,7 @@
 
 mod access;
 mod client;
+mod concurrency;
 mod integrity;
 mod requests;
 mod restart;

@@ -71,7 +71,7 @@ async fn read_back(app: &TestApp, ns: u64, path: &str) -> Vec<u8> {
     out
 }
 
-fn committed(r: &FileResult) -> Rev {
+pub(crate) fn committed(r: &FileResult) -> Rev {
     match r.outcome {
         Outcome::Committed { rev, .. } => rev,
         ref other => panic!("{} not committed: {other:?}", r.path),
