@@ -21,7 +21,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use driftless_consumer::{SessionSweeper, Verifier};
+use driftless_consumer::{Relay, SessionSweeper, Sink, Verifier};
 use driftless_protocol::CursorKey;
 use driftless_store::{BlobStore, Db, EmbeddedS3};
 use tokio::net::TcpListener;
@@ -45,6 +45,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::uploads::router())
         .merge(routes::downloads::router())
         .merge(routes::history::router())
+        .merge(routes::changes::router())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state);
@@ -76,18 +77,32 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 /// How often idle workers look for work they were not woken for.
 const VERIFIER_IDLE: Duration = Duration::from_secs(30);
+/// Commits in this process wake the relay at once; this catches the rest
+/// (other processes' commits, rows left by a crash).
+const RELAY_IDLE: Duration = Duration::from_secs(1);
 const SWEEPER_IDLE: Duration = Duration::from_secs(60);
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, with the
-/// background workers (chunk verifier, session sweeper) running beside it;
-/// they stop with it.
+/// background workers (outbox relay, notifier, chunk verifier, session
+/// sweeper) running beside it; they stop with it.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let cancel = CancellationToken::new();
+    let follower = driftless_consumer::notifier::follow_in_process(
+        state.bus.subscribe(),
+        state.notifier.clone(),
+        cancel.clone(),
+    );
     let workers = [
+        driftless_consumer::spawn(
+            Relay::new(state.db.clone(), Sink::InProcess(state.bus.clone())),
+            RELAY_IDLE,
+            state.relay_wake.clone(),
+            cancel.clone(),
+        ),
         driftless_consumer::spawn(
             Verifier::new(state.db.clone(), state.blob.clone()),
             VERIFIER_IDLE,
@@ -112,6 +127,7 @@ pub async fn run(
     for w in workers {
         let _ = w.await;
     }
+    let _ = follower.await;
     served
 }
 
@@ -155,20 +171,18 @@ impl Server {
         blob.ensure_bucket()
             .await
             .context("preparing the S3 bucket")?;
-        let dummy_password_hash = auth::hash_password("not a real password")?;
-        let state = AppState {
+        let state = AppState::new(
             db,
             blob,
-            cursor_keys: Arc::new(vec![CursorKey::new(1, &config.cursor_secret)]),
-            settings: Arc::new(Settings {
+            vec![CursorKey::new(1, &config.cursor_secret)],
+            Settings {
                 upload_ttl: config.upload_ttl,
                 cors_origins: config.cors_origins.clone(),
                 // A URL issued just before expiry works this long after it.
                 session_grace: config.presign_ttl,
-            }),
-            dummy_password_hash,
-            verifier_wake: Arc::new(Notify::new()),
-        };
+                long_poll_soft_limit: 50_000,
+            },
+        )?;
         Ok(Self { state, embedded_s3 })
     }
 }

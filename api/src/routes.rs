@@ -4,6 +4,7 @@ use driftless_protocol::{NamespaceId, SyncPath};
 
 use crate::error::{ApiError, ApiResult};
 
+pub mod changes;
 pub mod downloads;
 pub mod history;
 pub mod namespaces;

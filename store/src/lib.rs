@@ -8,8 +8,10 @@
 pub mod blob;
 pub mod db;
 pub mod embedded_s3;
+pub mod events;
 pub mod meta;
 
 pub use blob::{BlobConfig, BlobError, BlobStore, Presigned, StoredPart, pack_key};
 pub use db::{Db, Dialect};
 pub use embedded_s3::EmbeddedS3;
+pub use events::{BusError, Event, InProcessBus, InProcessSubscription, Received};

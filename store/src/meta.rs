@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod chunks;
 pub mod commit;
+pub mod journal;
 pub mod manifest;
 pub mod uploads;
 pub mod versions;

@@ -195,20 +195,26 @@ impl TestApp {
     }
 
     async fn spawn_configured(db: TestDb, upload_ttl: Duration) -> Self {
-        use std::sync::Arc;
+        // RUST_LOG=debug shows the server's logs (500s carry their detail there).
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let s3 = TestS3::start(Duration::from_secs(300)).await;
-        let state = driftless_api::state::AppState {
-            db: db.db.clone(),
-            blob: s3.store.clone(),
-            cursor_keys: Arc::new(vec![driftless_protocol_key()]),
-            settings: Arc::new(driftless_api::state::Settings {
+        let state = driftless_api::state::AppState::new(
+            db.db.clone(),
+            s3.store.clone(),
+            vec![driftless_protocol_key()],
+            driftless_api::state::Settings {
                 upload_ttl,
                 cors_origins: vec!["https://app.example".into()],
                 session_grace: Duration::ZERO,
-            }),
-            dummy_password_hash: driftless_api::auth::hash_password("dummy").unwrap(),
-            verifier_wake: Default::default(),
-        };
+                long_poll_soft_limit: 50_000,
+            },
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

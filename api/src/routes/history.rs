@@ -137,5 +137,7 @@ async fn restore(
             content_hash,
         },
     };
-    Ok(axum::Json(commit(&state.db, &c).await?))
+    let outcome = commit(&state.db, &c).await?;
+    state.committed();
+    Ok(axum::Json(outcome))
 }

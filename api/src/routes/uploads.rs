@@ -175,6 +175,7 @@ async fn create(
         };
         results.push(result(op, commit_op(&state.db, &c).await?));
     }
+    state.committed();
     if pending.is_empty() {
         return Ok(axum::Json(CreatedUpload {
             upload_id: None,

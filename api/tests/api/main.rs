@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod changes;
 mod client;
 mod concurrency;
 mod integrity;

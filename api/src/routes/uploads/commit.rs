@@ -89,6 +89,7 @@ pub(super) async fn commit(
         };
         results.push(result(&op, outcome));
     }
+    state.committed();
     let response = CommitResponse { results };
     let json = serde_json::to_string(&response)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;

@@ -1,0 +1,256 @@
+//! Changes (DESIGN.md "Changes, cursors and events"): the snapshot a new
+//! device bootstraps from, journal pages after a signed cursor, the
+//! long-poll that returns as soon as the namespace moves, and the cursor a
+//! device reports as applied.
+//!
+//! A bootstrap lists the live files as they are while it pages (each entry
+//! with its rev), then hands over a journal cursor at the head seen when it
+//! began: a change made during the bootstrap may arrive twice, never zero
+//! times, and a client applies an entry only if its rev is newer.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use driftless_consumer::Wake;
+use driftless_protocol::{
+    ChangesPage, Cursor, ErrorCode, NamespaceId, Position, Seq, SyncPath, WaitResponse,
+};
+use driftless_store::meta::journal::{self, Bounds};
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::Json;
+use crate::state::AppState;
+
+/// Entries per page unless asked otherwise, and at most.
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 5000;
+/// Long-poll timeout unless asked otherwise, and the bounds.
+const DEFAULT_WAIT: u64 = 60;
+const MAX_WAIT: u64 = 300;
+/// How often a waiter re-reads the journal itself: rarely while the event
+/// stream delivers, every second while it does not.
+const POLL_HEALTHY: Duration = Duration::from_secs(30);
+const POLL_DEGRADED: Duration = Duration::from_secs(1);
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/namespaces/{ns}/changes", get(changes))
+        .route("/v1/namespaces/{ns}/changes/wait", get(wait))
+        .route("/v1/namespaces/{ns}/cursor", post(report_cursor))
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+    prefix: Option<String>,
+}
+
+fn cursor_for(state: &AppState, ns: NamespaceId, s: &str) -> ApiResult<Cursor> {
+    Cursor::decode_for(s, &state.cursor_keys, ns)
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))
+}
+
+fn encode(state: &AppState, c: &Cursor) -> ApiResult<String> {
+    let key = state
+        .cursor_keys
+        .first()
+        .ok_or_else(|| ApiError::code(ErrorCode::Internal))?;
+    Ok(c.encode(key))
+}
+
+async fn bounds(state: &AppState, ns: NamespaceId) -> ApiResult<Bounds> {
+    journal::bounds(&state.db, ns)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+/// A position the journal can no longer serve: start again without a cursor.
+fn check_retained(b: &Bounds, seq: Seq) -> ApiResult<()> {
+    if seq < b.compacted || seq > b.head {
+        return Err(ApiError::new(
+            ErrorCode::CursorReset,
+            format!(
+                "the journal holds seq {}..={}; bootstrap again without a cursor",
+                b.compacted.0 + 1,
+                b.head.0
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+    Query(q): Query<ChangesQuery>,
+) -> ApiResult<axum::Json<ChangesPage>> {
+    let ns = super::namespace_id(&ns)?;
+    caller.role(&state, ns).await?;
+    // Read before the page: everything up to this head is visible to it.
+    let b = bounds(&state, ns).await?;
+    let cursor = match &q.cursor {
+        Some(c) => cursor_for(&state, ns, c)?,
+        None => Cursor {
+            namespace: ns,
+            prefix: q.prefix.as_deref().map(super::sync_path).transpose()?,
+            position: Position::Snapshot {
+                as_of: b.head,
+                after: None,
+            },
+        },
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let prefix = cursor.prefix.clone();
+    let next = |position| Cursor {
+        namespace: ns,
+        prefix: prefix.clone(),
+        position,
+    };
+    let page = match &cursor.position {
+        Position::Snapshot { as_of, after } => {
+            check_retained(&b, *as_of)?;
+            let mut entries =
+                journal::snapshot_page(&state.db, ns, prefix.as_ref(), after.as_ref(), limit + 1)
+                    .await?;
+            let more = entries.len() > limit;
+            entries.truncate(limit);
+            let position = match entries.last() {
+                Some(last) if more => Position::Snapshot {
+                    as_of: *as_of,
+                    after: Some(
+                        SyncPath::parse(&last.path)
+                            .map_err(|_| ApiError::code(ErrorCode::Internal))?,
+                    ),
+                },
+                _ => Position::Journal { after: *as_of },
+            };
+            ChangesPage {
+                entries,
+                cursor: encode(&state, &next(position))?,
+                has_more: more || b.head > *as_of,
+                snapshot: true,
+            }
+        }
+        Position::Journal { after } => {
+            check_retained(&b, *after)?;
+            let mut entries =
+                journal::journal_page(&state.db, ns, prefix.as_ref(), *after, limit + 1).await?;
+            let more = entries.len() > limit;
+            entries.truncate(limit);
+            let last = entries.last().and_then(|e| e.seq).unwrap_or(*after);
+            // A full page stops at its last entry; otherwise nothing up to
+            // the head read before the page is left (a prefix may skip many).
+            let upto = if more { last } else { last.max(b.head) };
+            ChangesPage {
+                entries,
+                cursor: encode(&state, &next(Position::Journal { after: upto }))?,
+                has_more: more,
+                snapshot: false,
+            }
+        }
+    };
+    Ok(axum::Json(page))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    cursor: String,
+    timeout: Option<u64>,
+}
+
+async fn wait(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<axum::Json<WaitResponse>> {
+    let ns = super::namespace_id(&ns)?;
+    caller.role(&state, ns).await?;
+    let cursor = cursor_for(&state, ns, &q.cursor)?;
+    let after = match cursor.position {
+        Position::Journal { after } => after,
+        // Still bootstrapping: there is a page to fetch now.
+        Position::Snapshot { .. } => return Ok(moved()),
+    };
+    let b = bounds(&state, ns).await?;
+    check_retained(&b, after)?;
+    if b.head > after {
+        return Ok(moved());
+    }
+    let secs = q.timeout.unwrap_or(DEFAULT_WAIT).clamp(1, MAX_WAIT);
+    // Jitter spreads the reconnects of many devices that started together.
+    let jitter = rand::rng().random_range(0..=secs * 100);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(secs) + Duration::from_millis(jitter);
+    let notifier = &state.notifier;
+    let mut waiter = notifier.subscribe(ns);
+    // Registered first, checked second: a commit in between still wakes us.
+    if bounds(&state, ns).await?.head > after {
+        return Ok(moved());
+    }
+    loop {
+        let poll = if notifier.healthy() {
+            POLL_HEALTHY
+        } else {
+            POLL_DEGRADED
+        };
+        let check = tokio::select! {
+            w = waiter.next() => match w {
+                Wake::Moved(seq) if seq > after => return Ok(moved()),
+                Wake::Moved(_) => false,
+                Wake::Check => true,
+            },
+            _ = tokio::time::sleep(poll) => true,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ok(axum::Json(WaitResponse { changed: false, backoff_ms: backoff(&state) }));
+            }
+        };
+        if check && bounds(&state, ns).await?.head > after {
+            return Ok(moved());
+        }
+    }
+}
+
+fn moved() -> axum::Json<WaitResponse> {
+    axum::Json(WaitResponse {
+        changed: true,
+        backoff_ms: None,
+    })
+}
+
+/// Under load (more long-polls held than the process is sized for), ask
+/// idle clients to wait a little before polling again.
+fn backoff(state: &AppState) -> Option<u64> {
+    let held = state.notifier.held();
+    let limit = state.settings.long_poll_soft_limit;
+    (held > limit).then(|| rand::rng().random_range(1_000..=10_000))
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct CursorReport {
+    cursor: String,
+}
+
+async fn report_cursor(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+    Json(body): Json<CursorReport>,
+) -> ApiResult<StatusCode> {
+    let ns = super::namespace_id(&ns)?;
+    caller.role(&state, ns).await?;
+    let cursor = cursor_for(&state, ns, &body.cursor)?;
+    if let Position::Journal { after } = cursor.position {
+        journal::set_device_cursor(&state.db, ns, caller.device, after).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
