@@ -80,15 +80,7 @@ impl ApiClient {
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()));
         }
-        match serde_json::from_slice::<Problem>(&body) {
-            Ok(problem) => Err(ClientError::Api {
-                status,
-                problem: Box::new(problem),
-            }),
-            Err(_) => Err(ClientError::Protocol(format!(
-                "HTTP {status} without a problem document"
-            ))),
-        }
+        Err(refusal(status, &body))
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -146,14 +138,7 @@ impl ApiClient {
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let body = resp.bytes().await?;
-        match serde_json::from_slice::<Problem>(&body) {
-            Ok(problem) => Err(ClientError::Api {
-                status,
-                problem: Box::new(problem),
-            }),
-            Err(_) => Err(ClientError::Protocol(format!("HTTP {status}"))),
-        }
+        Err(refusal(status, &resp.bytes().await?))
     }
 
     /// PUTs a part's bytes to its presigned URL; returns the ETag.
@@ -175,5 +160,16 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .ok_or_else(|| ClientError::Protocol("part PUT returned no ETag".into()))
+    }
+}
+
+/// The error for a non-2xx answer: its problem document, if it has one.
+fn refusal(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<Problem>(body) {
+        Ok(problem) => ClientError::Api {
+            status,
+            problem: Box::new(problem),
+        },
+        Err(_) => ClientError::Protocol(format!("HTTP {status} without a problem document")),
     }
 }

@@ -230,3 +230,17 @@ pub(crate) async fn upload(api: &Api, ns: u64, files: &[Prepared<'_>]) -> (Vec<F
     }
     (results, sent)
 }
+
+/// Opens an upload session for one file and packs the chunks it needs.
+pub(crate) async fn begin(api: &Api, ns: u64, file: &Prepared<'_>) -> (UploadId, Vec<PartBody>) {
+    let (status, v) = api
+        .post(
+            &format!("/v1/namespaces/{ns}/uploads"),
+            &json!({"files": [FileOp::Put(file.put.clone())]}),
+        )
+        .await;
+    assert_eq!(status, 200, "create upload: {v}");
+    let created: CreatedUpload = serde_json::from_value(v).unwrap();
+    let id = created.upload_id.expect("chunks to upload");
+    (id, pack(std::slice::from_ref(file), &created.needed))
+}

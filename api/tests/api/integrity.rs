@@ -9,7 +9,7 @@ use driftless_tests::TestApp;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::client::{Api, pack, prepare, seal, send_part, upload};
+use crate::client::{Api, begin, prepare, seal, send_part, upload};
 use crate::uploads::{data, download_both_ways};
 
 /// Waits until the verifier has settled every chunk of the namespace.
@@ -49,16 +49,7 @@ async fn bytes_that_do_not_match_their_chunks_are_caught_never_served_and_repair
     let api = Api::new(&app.url, &token);
     let bytes = data(20 << 20, 11);
     let file = prepare("doc.bin", &bytes, None, "op-1");
-    let (status, v) = api
-        .post(
-            &format!("/v1/namespaces/{ns}/uploads"),
-            &json!({"files": [FileOp::Put(file.put.clone())]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let created: CreatedUpload = serde_json::from_value(v).unwrap();
-    let upload_id = created.upload_id.unwrap();
-    let mut parts = pack(std::slice::from_ref(&file), &created.needed);
+    let (upload_id, mut parts) = begin(&api, ns, &file).await;
     assert!(parts.len() >= 2);
 
     // One byte of the first chunk of part 2 flips before the client computes
@@ -124,15 +115,7 @@ async fn an_expired_session_is_aborted_in_storage() {
     let api = Api::new(&app.url, &token);
     let bytes = data(24 << 20, 12);
     let file = prepare("late.bin", &bytes, None, "op-late");
-    let (_, v) = api
-        .post(
-            &format!("/v1/namespaces/{ns}/uploads"),
-            &json!({"files": [FileOp::Put(file.put.clone())]}),
-        )
-        .await;
-    let created: CreatedUpload = serde_json::from_value(v).unwrap();
-    let upload_id = created.upload_id.unwrap();
-    let parts = pack(std::slice::from_ref(&file), &created.needed);
+    let (upload_id, parts) = begin(&api, ns, &file).await;
     let etag = send_part(&api, upload_id.as_str(), &parts[0]).await;
     // A URL for part 2, issued while the session was open.
     let (status, v) = api

@@ -8,7 +8,7 @@ use driftless_protocol::*;
 use driftless_tests::{ServerProcess, TestDb, TestS3};
 use serde_json::{Value, json};
 
-use crate::client::{Api, pack, prepare, send_part};
+use crate::client::{Api, begin, prepare, send_part};
 use crate::uploads::{data, download_both_ways};
 
 #[tokio::test]
@@ -31,16 +31,7 @@ async fn a_session_survives_kill_9_and_resumes_with_only_the_missing_parts() {
 
     let bytes = data(40 << 20, 21);
     let file = prepare("video.bin", &bytes, None, "op-video");
-    let (status, v) = api
-        .post(
-            &format!("/v1/namespaces/{ns}/uploads"),
-            &json!({"files": [FileOp::Put(file.put.clone())]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let created: CreatedUpload = serde_json::from_value(v).unwrap();
-    let upload_id = created.upload_id.unwrap();
-    let parts = pack(std::slice::from_ref(&file), &created.needed);
+    let (upload_id, parts) = begin(&api, ns, &file).await;
     assert!(parts.len() >= 3, "{} parts", parts.len());
 
     // Parts 1 and 2 reach S3; part 3 is registered (URL issued) but never PUT.

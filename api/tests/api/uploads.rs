@@ -8,7 +8,7 @@ use driftless_tests::TestApp;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::client::{Api, pack, prepare, send_part, upload};
+use crate::client::{Api, begin, prepare, send_part, upload};
 
 pub(crate) fn data(len: usize, seed: u64) -> Vec<u8> {
     // Half random, half text-like: some chunks compress, some do not.
@@ -151,16 +151,7 @@ async fn commit_checks_parts_against_storage() {
     let api = Api::new(&app.url, &token);
     let bytes = data(20 << 20, 3);
     let file = prepare("big.bin", &bytes, None, "op-a");
-    let (status, v) = api
-        .post(
-            &format!("/v1/namespaces/{ns}/uploads"),
-            &json!({"files": [FileOp::Put(file.put.clone())]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let created: CreatedUpload = serde_json::from_value(v).unwrap();
-    let upload_id = created.upload_id.unwrap();
-    let parts = pack(std::slice::from_ref(&file), &created.needed);
+    let (upload_id, parts) = begin(&api, ns, &file).await;
     assert!(parts.len() >= 2, "need several parts, got {}", parts.len());
 
     // Only the first part is PUT; the commit names the missing one.
