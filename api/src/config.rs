@@ -13,6 +13,9 @@
 //! | `DRIFTLESS_PRESIGN_TTL_SECS` | `900` (presigned URLs live minutes, not days) |
 //! | `DRIFTLESS_UPLOAD_TTL_SECS` | `86400` (an upload session, resumable within it) |
 //! | `DRIFTLESS_CORS_ORIGINS` | unset: no CORS; a comma-separated list of origins for browser clients |
+//! | `DRIFTLESS_KAFKA_BROKERS` | unset: the in-process event bus; else Kafka's `bootstrap.servers` |
+//! | `DRIFTLESS_KAFKA_TOPIC`, `_PARTITIONS`, `_REPLICATION` | `driftless.journal`, `64`, `1` (used only to create a missing topic) |
+//! | `DRIFTLESS_RUN_CONSUMERS` | `true`: this process also runs the verifier and the sweepers (`false` when `driftless-consumer` does) |
 //!
 //! Secrets are read here and never logged; `Debug` of the config redacts them.
 
@@ -21,6 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use driftless_store::env::{flag, secs, var};
 
 /// Where objects are stored.
 #[derive(Clone)]
@@ -55,6 +59,10 @@ pub struct Config {
     pub upload_ttl: Duration,
     /// Browser origins allowed by CORS.
     pub cors_origins: Vec<String>,
+    /// The event stream: Kafka, or `None` for the in-process bus.
+    pub kafka: Option<driftless_store::KafkaConfig>,
+    /// Whether the API process runs the durable consumers and sweepers.
+    pub run_consumers: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -75,22 +83,12 @@ impl std::fmt::Debug for Config {
             )
             .field("presign_ttl", &self.presign_ttl)
             .field("upload_ttl", &self.upload_ttl)
+            .field(
+                "kafka",
+                &self.kafka.as_ref().map(|k| (&k.brokers, &k.topic)),
+            )
+            .field("run_consumers", &self.run_consumers)
             .finish_non_exhaustive()
-    }
-}
-
-fn var(key: &str) -> Option<String> {
-    std::env::var(key).ok().filter(|v| !v.is_empty())
-}
-
-fn secs(key: &str, default: u64) -> anyhow::Result<Duration> {
-    match var(key) {
-        Some(v) => {
-            Ok(Duration::from_secs(v.parse().with_context(|| {
-                format!("{key} must be a number of seconds")
-            })?))
-        }
-        None => Ok(Duration::from_secs(default)),
     }
 }
 
@@ -140,17 +138,7 @@ impl Config {
         let bucket = var("DRIFTLESS_S3_BUCKET").unwrap_or_else(|| "driftless".into());
         let presign_ttl = secs("DRIFTLESS_PRESIGN_TTL_SECS", 900)?;
         let s3 = match var("DRIFTLESS_S3_ENDPOINT") {
-            Some(endpoint) => S3Choice::External(driftless_store::BlobConfig {
-                endpoint,
-                region: var("DRIFTLESS_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
-                bucket: bucket.clone(),
-                access_key: var("DRIFTLESS_S3_ACCESS_KEY")
-                    .context("DRIFTLESS_S3_ACCESS_KEY is required with DRIFTLESS_S3_ENDPOINT")?,
-                secret_key: var("DRIFTLESS_S3_SECRET_KEY")
-                    .context("DRIFTLESS_S3_SECRET_KEY is required with DRIFTLESS_S3_ENDPOINT")?,
-                path_style: var("DRIFTLESS_S3_PATH_STYLE").is_none_or(|v| v != "false"),
-                presign_ttl,
-            }),
+            Some(_) => S3Choice::External(driftless_store::env::blob(&bucket, presign_ttl)?),
             None => S3Choice::Embedded {
                 listen: var("DRIFTLESS_EMBEDDED_S3_LISTEN")
                     .unwrap_or_else(|| "127.0.0.1:8441".into())
@@ -179,6 +167,8 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            kafka: driftless_store::env::kafka()?,
+            run_consumers: flag("DRIFTLESS_RUN_CONSUMERS", true)?,
         })
     }
 }

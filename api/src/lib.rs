@@ -14,18 +14,15 @@ pub mod routes;
 pub mod state;
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use driftless_consumer::{Relay, SessionSweeper, Sink, Verifier};
+use driftless_consumer::run::{ConsumerSetup, start_consumers, start_relay};
 use driftless_protocol::CursorKey;
-use driftless_store::{BlobStore, Db, EmbeddedS3};
+use driftless_store::{BlobStore, Db, EmbeddedS3, EventBus};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, S3Choice};
@@ -75,60 +72,63 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// How often idle workers look for work they were not woken for.
-const VERIFIER_IDLE: Duration = Duration::from_secs(30);
-/// Commits in this process wake the relay at once; this catches the rest
-/// (other processes' commits, rows left by a crash).
-const RELAY_IDLE: Duration = Duration::from_secs(1);
-const SWEEPER_IDLE: Duration = Duration::from_secs(60);
-
 /// Serves `app(state)` on `listener` until `shutdown` resolves, with the
-/// background workers (outbox relay, notifier, chunk verifier, session
-/// sweeper) running beside it; they stop with it.
+/// background work beside it: the outbox relay (published by whichever
+/// process holds its lease) and the notifier that wakes long-polls, and,
+/// with `run_consumers`, the chunk verifier (event-driven and sweep) and
+/// the session sweeper. They stop with it.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> anyhow::Result<()> {
+    if let Err(e) = state.events.prepare().await {
+        tracing::warn!(error = %e, "event stream not ready; the relay retries");
+    }
     let cancel = CancellationToken::new();
-    let follower = driftless_consumer::notifier::follow_in_process(
-        state.bus.subscribe(),
-        state.notifier.clone(),
-        cancel.clone(),
+    let mut tasks = Vec::new();
+    // Follow first: a waiter that starts now sees every later event.
+    tasks.push(match &state.events {
+        EventBus::InProcess(bus) => driftless_consumer::notifier::follow_in_process(
+            bus.subscribe(),
+            state.notifier.clone(),
+            cancel.clone(),
+        ),
+        EventBus::Kafka(config) => driftless_consumer::notifier::follow_kafka(
+            config.clone(),
+            state.notifier.clone(),
+            cancel.clone(),
+        ),
+    });
+    tasks.extend(
+        start_relay(
+            &state.db,
+            &state.events,
+            Some(state.notifier.clone()),
+            &state.relay,
+            &cancel,
+        )
+        .context("starting the outbox relay")?,
     );
-    let workers = [
-        driftless_consumer::spawn(
-            Relay::new(state.db.clone(), Sink::InProcess(state.bus.clone())),
-            RELAY_IDLE,
-            state.relay_wake.clone(),
-            cancel.clone(),
-        ),
-        driftless_consumer::spawn(
-            Verifier::new(state.db.clone(), state.blob.clone()),
-            VERIFIER_IDLE,
-            state.verifier_wake.clone(),
-            cancel.clone(),
-        ),
-        driftless_consumer::spawn(
-            SessionSweeper::new(
-                state.db.clone(),
-                state.blob.clone(),
-                state.settings.session_grace,
-            ),
-            SWEEPER_IDLE.min(state.settings.upload_ttl),
-            Arc::new(Notify::new()),
-            cancel.clone(),
-        ),
-    ];
+    if state.settings.run_consumers {
+        let setup = ConsumerSetup {
+            db: state.db.clone(),
+            blob: state.blob.clone(),
+            events: state.events.clone(),
+            session_grace: state.settings.session_grace,
+            upload_ttl: state.settings.upload_ttl,
+            after_effect: None,
+        };
+        tasks.extend(start_consumers(setup, &cancel).context("starting the consumers")?);
+    }
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     cancel.cancel();
-    for w in workers {
-        let _ = w.await;
+    for t in tasks {
+        let _ = t.await;
     }
-    let _ = follower.await;
-    served
+    Ok(served?)
 }
 
 /// A started server's parts: the state to serve, and the embedded S3
@@ -181,8 +181,13 @@ impl Server {
                 // A URL issued just before expiry works this long after it.
                 session_grace: config.presign_ttl,
                 long_poll_soft_limit: 50_000,
+                run_consumers: config.run_consumers,
             },
         )?;
+        let state = match &config.kafka {
+            Some(k) => state.with_events(EventBus::Kafka(k.clone())),
+            None => state,
+        };
         Ok(Self { state, embedded_s3 })
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use driftless_consumer::Notifier;
+use driftless_consumer::run::RelaySignals;
 use driftless_protocol::CursorKey;
-use driftless_store::{BlobStore, Db, InProcessBus};
-use tokio::sync::Notify;
+use driftless_store::{BlobStore, Db, EventBus, InProcessBus};
 
 /// Limits and lifetimes.
 #[derive(Clone, Debug)]
@@ -21,6 +21,10 @@ pub struct Settings {
     pub session_grace: Duration,
     /// Long-polls one process holds before it asks idle clients to back off.
     pub long_poll_soft_limit: usize,
+    /// Whether this process also runs the durable consumers (the verifier)
+    /// and the sweepers; production may run them in `driftless-consumer`
+    /// instead. The relay and the notifier always run with the API.
+    pub run_consumers: bool,
 }
 
 /// Shared handler state (cheap to clone).
@@ -36,12 +40,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// An argon2 hash checked when a login names an unknown user (equal timing).
     pub dummy_password_hash: String,
-    /// Wakes the chunk verifier when a commit recorded new chunks.
-    pub verifier_wake: Arc<Notify>,
-    /// Wakes the outbox relay when a commit wrote outbox rows.
-    pub relay_wake: Arc<Notify>,
-    /// The event stream (in process; Kafka in production).
-    pub bus: InProcessBus,
+    /// Tell the outbox relay (here or elsewhere) that a commit wrote rows.
+    pub relay: RelaySignals,
+    /// The event stream (in process by default; Kafka in production).
+    pub events: EventBus,
     /// Wakes long-polls by namespace.
     pub notifier: Notifier,
 }
@@ -60,15 +62,22 @@ impl AppState {
             cursor_keys: Arc::new(cursor_keys),
             settings: Arc::new(settings),
             dummy_password_hash: crate::auth::hash_password("not a real password")?,
-            verifier_wake: Arc::default(),
-            relay_wake: Arc::default(),
-            bus: InProcessBus::default(),
+            relay: RelaySignals::default(),
+            events: EventBus::InProcess(InProcessBus::default()),
             notifier: Notifier::default(),
         })
     }
 
-    /// Called after commits: the relay publishes their outbox rows now.
+    /// The same state on another event stream.
+    pub fn with_events(mut self, events: EventBus) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Called after commits: the relay publishes their outbox rows now
+    /// (this process's, or through NOTIFY the leader elsewhere).
     pub fn committed(&self) {
-        self.relay_wake.notify_one();
+        self.relay.wake.notify_one();
+        self.relay.announce.notify_one();
     }
 }

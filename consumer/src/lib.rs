@@ -7,14 +7,17 @@
 //! Workers never serve HTTP; the API process starts them next to its router,
 //! and the same library runs them on their own.
 
+pub mod durable;
 pub mod notifier;
 pub mod relay;
+pub mod run;
 pub mod sessions;
 pub mod verify;
 pub mod worker;
 
+pub use durable::{Durable, Handler, Source};
 pub use notifier::{Notifier, Waiter, Wake};
-pub use relay::{Relay, Sink};
+pub use relay::Relay;
 pub use sessions::SessionSweeper;
-pub use verify::{PackReport, Verifier};
+pub use verify::{PackCheck, PackReport, Verifier, VerifyEvents};
 pub use worker::{Step, Worker, spawn};

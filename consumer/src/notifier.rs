@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use driftless_protocol::{NamespaceId, Seq};
-use driftless_store::InProcessSubscription;
-use driftless_store::Received;
+use std::time::Duration;
+
+use driftless_store::{InProcessSubscription, KafkaConfig, KafkaFollower, Received};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,10 @@ struct Inner {
     watches: Mutex<HashMap<NamespaceId, watch::Sender<u64>>>,
     /// Bumped when events may have been missed: every waiter re-checks.
     gaps: watch::Sender<u64>,
-    healthy: AtomicBool,
+    /// The follower reaches the stream.
+    stream_ok: AtomicBool,
+    /// The local relay publishes (or is not the leader).
+    relay_ok: AtomicBool,
     held: AtomicUsize,
 }
 
@@ -38,7 +42,8 @@ impl Default for Notifier {
             inner: Arc::new(Inner {
                 watches: Mutex::new(HashMap::new()),
                 gaps: watch::channel(0).0,
-                healthy: AtomicBool::new(true),
+                stream_ok: AtomicBool::new(true),
+                relay_ok: AtomicBool::new(true),
                 held: AtomicUsize::new(0),
             }),
         }
@@ -67,14 +72,27 @@ impl Notifier {
         self.inner.gaps.send_modify(|g| *g += 1);
     }
 
-    /// Whether the stream is delivering (otherwise waiters poll).
+    /// Whether events flow (otherwise waiters poll the journal).
     pub fn healthy(&self) -> bool {
-        self.inner.healthy.load(Ordering::Relaxed)
+        self.inner.stream_ok.load(Ordering::Relaxed) && self.inner.relay_ok.load(Ordering::Relaxed)
     }
 
-    /// Marks the stream up or down.
-    pub fn set_healthy(&self, up: bool) {
-        if !self.inner.healthy.swap(up, Ordering::Relaxed) && up {
+    /// The follower can (not) reach the stream.
+    pub fn set_stream_ok(&self, up: bool) {
+        self.set(&self.inner.stream_ok, up);
+    }
+
+    /// The local relay can (not) publish.
+    pub fn set_relay_ok(&self, up: bool) {
+        self.set(&self.inner.relay_ok, up);
+    }
+
+    fn set(&self, flag: &AtomicBool, up: bool) {
+        let was = flag.swap(up, Ordering::Relaxed);
+        if was != up {
+            tracing::info!(healthy = self.healthy(), "event stream health changed");
+        }
+        if !was && up {
             // Back up: whatever happened meanwhile, re-check.
             self.gap();
         }
@@ -156,6 +174,50 @@ impl Drop for Waiter {
             watches.remove(&self.ns);
         }
     }
+}
+
+/// How often the Kafka follower checks that the broker answers.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// Feeds `notifier` from every partition of the Kafka topic until
+/// cancelled, and keeps its stream health up to date. Starting it never
+/// fails: while the broker is unreachable it retries, and long-polls poll.
+pub fn follow_kafka(
+    config: KafkaConfig,
+    notifier: Notifier,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let follower = loop {
+            match KafkaFollower::start(&config).await {
+                Ok(f) => break f,
+                Err(e) => {
+                    notifier.set_stream_ok(false);
+                    tracing::warn!(error = %e, "cannot follow the event stream yet; long-polls poll the journal");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(PROBE_EVERY) => {}
+                    }
+                }
+            }
+        };
+        notifier.set_stream_ok(true);
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = follower.recv() => match r {
+                    Ok(Some(e)) => {
+                        notifier.set_stream_ok(true);
+                        notifier.observe(e.namespace_id, e.seq);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "event stream read failed"),
+                },
+                _ = probe.tick() => notifier.set_stream_ok(follower.probe().await),
+            }
+        }
+    })
 }
 
 /// Feeds `notifier` from an in-process subscription until cancelled.

@@ -4,15 +4,27 @@
 //! chunk back from its pack, decodes it with the bounded decoder and checks
 //! its BLAKE3 hash, then settles it as verified (from then on offered for
 //! deduplication to every device) or corrupt (never served, asked for again
-//! by the next upload that contains it). The database is the queue: a
-//! verifier killed at any point finds the same pending chunks on restart,
-//! and settling twice is harmless.
+//! by the next upload that contains it, and reported: every live file that
+//! uses it gets a `repair` entry on the changes feed).
+//!
+//! It runs two ways over the same code: as a durable consumer of the event
+//! stream ([`VerifyEvents`], a consumer group in production, so the work is
+//! shared by partition), and as a sweep over the pending-chunks index
+//! ([`Verifier`] as a [`Worker`]) that catches whatever the stream missed.
+//! Settling only moves a chunk out of `pending`, so doing a pack twice is
+//! harmless and reports its damage once.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
 
 use driftless_chunker::{Codec, Decoder};
-use driftless_protocol::{ChunkHash, NamespaceId};
+use driftless_protocol::{ChangeKind, ChunkHash, JournalEvent, NamespaceId, Seq, SyncPath};
 use driftless_store::meta::chunks::{self, ChunkLocation, state};
+use driftless_store::meta::{repair, versions};
 use driftless_store::{BlobError, BlobStore, Db, pack_key};
+use sqlx::{Any, Transaction};
 
+use crate::durable::Handler;
 use crate::worker::{Step, Worker};
 
 /// Longest single read from a pack.
@@ -21,13 +33,28 @@ const MAX_READ: u64 = 64 << 20;
 /// Packs looked at per unit of work.
 const PACKS_PER_STEP: usize = 8;
 
-/// What verifying one pack found.
+/// What settling one pack changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackReport {
-    /// Chunks whose bytes decode to their hash.
+    /// Chunks newly settled as verified.
     pub verified: u64,
-    /// Chunks whose bytes are missing or do not match.
+    /// Chunks newly settled as corrupt (bytes missing or not matching).
     pub corrupt: Vec<ChunkHash>,
+    /// The `repair` entries written for live files that use them.
+    pub repairs: Vec<Seq>,
+}
+
+/// What reading one pack back found (nothing written yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackCheck {
+    /// The folder.
+    pub namespace: NamespaceId,
+    /// The pack.
+    pub pack_id: String,
+    /// Pending chunks whose bytes decode to their hash.
+    pub good: Vec<ChunkHash>,
+    /// Pending chunks whose bytes are missing or do not match.
+    pub bad: Vec<ChunkHash>,
 }
 
 /// Why a pack could not be verified now (it stays pending).
@@ -49,16 +76,26 @@ pub struct Verifier {
     db: Db,
     blob: BlobStore,
     decoder: Option<Decoder>,
+    sweep_after: Duration,
 }
 
 impl Verifier {
-    /// A verifier over this database and bucket.
+    /// A verifier over this database and bucket. As a sweep it takes every
+    /// pending pack at once; see [`Verifier::sweep_after`].
     pub fn new(db: Db, blob: BlobStore) -> Self {
         Self {
             db,
             blob,
             decoder: None,
+            sweep_after: Duration::ZERO,
         }
+    }
+
+    /// As a sweep, leaves packs recorded less than `age` ago to the
+    /// event-driven verifier.
+    pub fn sweep_after(mut self, age: Duration) -> Self {
+        self.sweep_after = age;
+        self
     }
 
     /// Verifies every pending chunk of one pack and settles each.
@@ -67,6 +104,19 @@ impl Verifier {
         ns: NamespaceId,
         pack_id: &str,
     ) -> Result<PackReport, VerifyError> {
+        let check = self.check_pack(ns, pack_id).await?;
+        let mut tx = self.db.begin().await?;
+        let report = record(&mut tx, &check).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Reads the pending chunks of one pack back and judges each (no writes).
+    pub async fn check_pack(
+        &mut self,
+        ns: NamespaceId,
+        pack_id: &str,
+    ) -> Result<PackCheck, VerifyError> {
         let pending = chunks::pending_in_pack(&self.db, ns, pack_id).await?;
         let key = pack_key(pack_id);
         let mut good = Vec::with_capacity(pending.len());
@@ -105,19 +155,71 @@ impl Verifier {
                 }
             }
         }
-        chunks::settle(&self.db, ns, pack_id, &good, state::VERIFIED).await?;
-        chunks::settle(&self.db, ns, pack_id, &bad, state::CORRUPT).await?;
-        if bad.is_empty() {
-            tracing::debug!(namespace = %ns, pack = pack_id, verified = good.len(), "pack verified");
-        } else {
-            tracing::warn!(namespace = %ns, pack = pack_id, verified = good.len(), corrupt = bad.len(),
-                first = %bad[0], "pack holds chunks that fail their hash; they will be asked for again");
-        }
-        Ok(PackReport {
-            verified: good.len() as u64,
-            corrupt: bad,
+        Ok(PackCheck {
+            namespace: ns,
+            pack_id: pack_id.to_owned(),
+            good,
+            bad,
         })
     }
+
+    /// The packs holding pending chunks of the versions these events put.
+    async fn packs_of(
+        &self,
+        events: &[JournalEvent],
+    ) -> Result<BTreeSet<(NamespaceId, String)>, VerifyError> {
+        let mut packs = BTreeSet::new();
+        let mut conn = self.db.pool().acquire().await?;
+        for e in events {
+            if e.change.kind != ChangeKind::Put {
+                continue;
+            }
+            let Ok(path) = SyncPath::parse(&e.change.path) else {
+                continue;
+            };
+            let ns = e.namespace_id;
+            let Some(v) = versions::version_in(&mut conn, ns, &path, Some(e.change.rev)).await?
+            else {
+                continue;
+            };
+            let hashes: Vec<ChunkHash> = v.manifest.hashes().collect();
+            for stored in versions::locations(&mut conn, ns, &hashes)
+                .await?
+                .into_values()
+            {
+                if stored.state == state::PENDING {
+                    packs.insert((ns, stored.pack_id));
+                }
+            }
+        }
+        Ok(packs)
+    }
+}
+
+/// Settles what [`Verifier::check_pack`] found, inside `tx`, and writes a
+/// `repair` entry for each live file that uses a chunk newly found corrupt.
+pub async fn record(
+    tx: &mut Transaction<'static, Any>,
+    check: &PackCheck,
+) -> Result<PackReport, sqlx::Error> {
+    let (ns, pack) = (check.namespace, check.pack_id.as_str());
+    let verified = chunks::settle(tx, ns, pack, &check.good, state::VERIFIED).await?;
+    let corrupt = chunks::settle(tx, ns, pack, &check.bad, state::CORRUPT).await?;
+    let mut repairs = Vec::new();
+    if !corrupt.is_empty() {
+        let set: HashSet<ChunkHash> = corrupt.iter().copied().collect();
+        let damaged = repair::live_users(tx, ns, &set).await?;
+        repairs = repair::report(tx, ns, &damaged).await?;
+        tracing::warn!(namespace = %ns, pack, corrupt = corrupt.len(), first = %corrupt[0],
+            files = damaged.len(), "chunks fail their hash; devices are asked to upload them again");
+    } else if !verified.is_empty() {
+        tracing::debug!(namespace = %ns, pack, verified = verified.len(), "pack verified");
+    }
+    Ok(PackReport {
+        verified: verified.len() as u64,
+        corrupt,
+        repairs,
+    })
 }
 
 fn decodes_to(decoder: &mut Decoder, c: &ChunkLocation, stored: &[u8]) -> bool {
@@ -151,11 +253,12 @@ fn runs(chunks: &[ChunkLocation]) -> Vec<&[ChunkLocation]> {
 
 impl Worker for Verifier {
     fn name(&self) -> &'static str {
-        "verifier"
+        "verifier-sweep"
     }
 
     async fn work(&mut self) -> Result<Step, String> {
-        let packs = chunks::pending_packs(&self.db, PACKS_PER_STEP)
+        let by = driftless_store::db::now_ms() - self.sweep_after.as_millis() as i64;
+        let packs = chunks::pending_packs(&self.db, by, PACKS_PER_STEP)
             .await
             .map_err(|e| e.to_string())?;
         if packs.is_empty() {
@@ -167,6 +270,59 @@ impl Worker for Verifier {
                 .map_err(|e| format!("pack {pack} in namespace {ns}: {e}"))?;
         }
         Ok(Step::Busy)
+    }
+}
+
+/// The verifier as a durable consumer of the event stream: each batch of
+/// events names the versions just committed; their pending packs are read
+/// back, then settled in the consumer's transaction.
+pub struct VerifyEvents {
+    verifier: Verifier,
+}
+
+impl VerifyEvents {
+    /// The event-driven verifier.
+    pub fn new(db: Db, blob: BlobStore) -> Self {
+        Self {
+            verifier: Verifier::new(db, blob),
+        }
+    }
+}
+
+impl Handler for VerifyEvents {
+    type Effect = Vec<PackCheck>;
+
+    fn name(&self) -> &'static str {
+        "verifier"
+    }
+
+    async fn prepare(&mut self, events: &[JournalEvent]) -> Result<Vec<PackCheck>, String> {
+        let packs = self
+            .verifier
+            .packs_of(events)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut checks = Vec::with_capacity(packs.len());
+        for (ns, pack) in packs {
+            checks.push(
+                self.verifier
+                    .check_pack(ns, &pack)
+                    .await
+                    .map_err(|e| format!("pack {pack} in namespace {ns}: {e}"))?,
+            );
+        }
+        Ok(checks)
+    }
+
+    async fn write(
+        &mut self,
+        tx: &mut Transaction<'static, Any>,
+        checks: Vec<PackCheck>,
+    ) -> Result<(), sqlx::Error> {
+        for c in &checks {
+            record(tx, c).await?;
+        }
+        Ok(())
     }
 }
 

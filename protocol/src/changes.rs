@@ -16,6 +16,10 @@ pub enum ChangeKind {
     Delete,
     /// `from` was moved to `path` (no bytes changed).
     Move,
+    /// The tree did not change, but the server lost bytes of the version
+    /// `rev` at `path` (a chunk failed verification): a device whose copy
+    /// has this `content_hash` uploads it again.
+    Repair,
 }
 
 /// One change, from the snapshot (no `seq`) or the journal.

@@ -24,10 +24,12 @@ pub enum Dialect {
 }
 
 /// The metadata database.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    /// Kept for LISTEN connections; holds a password, never logged.
+    url: std::sync::Arc<str>,
 }
 
 impl Db {
@@ -79,7 +81,11 @@ impl Db {
                     .await?
             }
         };
-        let db = Self { pool, dialect };
+        let db = Self {
+            pool,
+            dialect,
+            url: url.into(),
+        };
         db.migrate().await?;
         Ok(db)
     }
@@ -108,9 +114,42 @@ impl Db {
         self.pool.begin().await
     }
 
+    /// A PostgreSQL LISTEN connection on `channel`; `None` on SQLite (one
+    /// process: in-process signals suffice).
+    pub async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<Option<sqlx::postgres::PgListener>, sqlx::Error> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(None);
+        }
+        let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
+        l.listen(channel).await?;
+        Ok(Some(l))
+    }
+
+    /// Sends a NOTIFY on `channel` (PostgreSQL; nothing on SQLite).
+    pub async fn notify(&self, channel: &str) -> Result<(), sqlx::Error> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(channel)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,11 +1,71 @@
 //! The event stream: every committed journal entry, keyed by namespace.
 //!
-//! Production publishes to Kafka; the embedded default uses [`InProcessBus`],
-//! a broadcast channel in this process. The relay and the notifier are the
-//! same code above either (see the `consumer` crate).
+//! Production publishes to Kafka ([`crate::kafka`]); the embedded default
+//! uses [`InProcessBus`], a broadcast channel in this process. The relay,
+//! the notifier and the durable consumers are the same code above either
+//! (see the `consumer` crate): [`EventBus`] says which one a deployment
+//! uses and hands out its publisher.
 
 use driftless_protocol::{NamespaceId, Seq};
 use tokio::sync::broadcast;
+
+use crate::kafka::{KafkaConfig, KafkaProducer};
+
+/// The event stream of a deployment.
+#[derive(Clone, Debug)]
+pub enum EventBus {
+    /// In this process (the embedded default).
+    InProcess(InProcessBus),
+    /// A Kafka topic.
+    Kafka(KafkaConfig),
+}
+
+impl EventBus {
+    /// A publisher for the relay.
+    pub fn publisher(&self) -> Result<Publisher, BusError> {
+        Ok(match self {
+            Self::InProcess(bus) => Publisher::InProcess(bus.clone()),
+            Self::Kafka(config) => Publisher::Kafka(Box::new(KafkaProducer::new(config)?)),
+        })
+    }
+
+    /// Prepares the stream (creates the Kafka topic if it is missing).
+    pub async fn prepare(&self) -> Result<(), BusError> {
+        match self {
+            Self::InProcess(_) => Ok(()),
+            Self::Kafka(config) => config.ensure_topic().await,
+        }
+    }
+}
+
+/// Publishes events and confirms their delivery.
+pub enum Publisher {
+    /// In process: delivered as soon as sent.
+    InProcess(InProcessBus),
+    /// Kafka: delivered once every delivery report is in.
+    Kafka(Box<KafkaProducer>),
+}
+
+impl Publisher {
+    /// Publishes `events` in order; `Ok` only once the stream has them all.
+    pub async fn publish(&mut self, events: &[Event]) -> Result<(), BusError> {
+        match self {
+            Self::InProcess(bus) => {
+                bus.publish(events);
+                Ok(())
+            }
+            Self::Kafka(p) => p.publish(events).await,
+        }
+    }
+
+    /// Waits for queued events to be delivered (at shutdown).
+    pub fn flush(&self, timeout: std::time::Duration) -> Result<(), BusError> {
+        match self {
+            Self::InProcess(_) => Ok(()),
+            Self::Kafka(p) => p.flush(timeout),
+        }
+    }
+}
 
 /// One journal entry on the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +144,15 @@ impl InProcessSubscription {
             Ok(e) => Some(Received::Event(e)),
             Err(broadcast::error::RecvError::Lagged(_)) => Some(Received::Gap),
             Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// The next event if one is waiting now.
+    pub fn try_recv(&mut self) -> Option<Received> {
+        match self.rx.try_recv() {
+            Ok(e) => Some(Received::Event(e)),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => Some(Received::Gap),
+            Err(_) => None,
         }
     }
 }

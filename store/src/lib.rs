@@ -8,10 +8,17 @@
 pub mod blob;
 pub mod db;
 pub mod embedded_s3;
+pub mod env;
 pub mod events;
+pub mod kafka;
+pub mod lease;
 pub mod meta;
 
 pub use blob::{BlobConfig, BlobError, BlobStore, Presigned, StoredPart, pack_key};
 pub use db::{Db, Dialect};
 pub use embedded_s3::EmbeddedS3;
-pub use events::{BusError, Event, InProcessBus, InProcessSubscription, Received};
+pub use events::{
+    BusError, Event, EventBus, InProcessBus, InProcessSubscription, Publisher, Received,
+};
+pub use kafka::{Delivered, KafkaConfig, KafkaFollower, KafkaGroup, KafkaProducer};
+pub use lease::{Lease, LeaseGuard};

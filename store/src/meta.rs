@@ -6,6 +6,8 @@ pub mod chunks;
 pub mod commit;
 pub mod journal;
 pub mod manifest;
+pub mod marks;
+pub mod repair;
 pub mod uploads;
 pub mod versions;
 

@@ -161,6 +161,26 @@ impl TestS3 {
     }
 }
 
+/// How a test server is set up.
+pub struct AppOptions {
+    /// Upload session lifetime.
+    pub upload_ttl: Duration,
+    /// The event stream: Kafka, or the in-process bus.
+    pub kafka: Option<driftless_store::KafkaConfig>,
+    /// Whether the server runs the verifier and the sweepers itself.
+    pub run_consumers: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            upload_ttl: Duration::from_secs(3600),
+            kafka: None,
+            run_consumers: true,
+        }
+    }
+}
+
 /// The API server on port 0 over a fresh PostgreSQL database and S3 bucket.
 pub struct TestApp {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -187,14 +207,39 @@ impl TestApp {
 
     /// A server on PostgreSQL whose upload sessions live `upload_ttl`.
     pub async fn spawn_with_upload_ttl(upload_ttl: Duration) -> Self {
-        Self::spawn_configured(TestDb::postgres().await, upload_ttl).await
+        Self::spawn_configured(
+            TestDb::postgres().await,
+            AppOptions {
+                upload_ttl,
+                ..AppOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// On PostgreSQL, with its events on a fresh topic of `broker`.
+    pub async fn spawn_kafka(broker: &TestBroker) -> Self {
+        Self::spawn_configured(
+            TestDb::postgres().await,
+            AppOptions {
+                kafka: Some(broker.fresh_topic()),
+                ..AppOptions::default()
+            },
+        )
+        .await
     }
 
     async fn spawn_on(db: TestDb) -> Self {
-        Self::spawn_configured(db, Duration::from_secs(3600)).await
+        Self::spawn_configured(db, AppOptions::default()).await
     }
 
-    async fn spawn_configured(db: TestDb, upload_ttl: Duration) -> Self {
+    /// A server over `db` as `options` say.
+    pub async fn spawn_configured(db: TestDb, options: AppOptions) -> Self {
+        let AppOptions {
+            upload_ttl,
+            kafka,
+            run_consumers,
+        } = options;
         // RUST_LOG=debug shows the server's logs (500s carry their detail there).
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -212,9 +257,14 @@ impl TestApp {
                 cors_origins: vec!["https://app.example".into()],
                 session_grace: Duration::ZERO,
                 long_poll_soft_limit: 50_000,
+                run_consumers,
             },
         )
         .unwrap();
+        let state = match kafka {
+            Some(k) => state.with_events(driftless_store::EventBus::Kafka(k)),
+            None => state,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -374,6 +424,106 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A Kafka-protocol broker (tansu, sqlite storage) of one test's own, in a
+/// temporary folder on a free port, so a test can kill and restart it.
+/// `tansu` must be on the PATH (`.ci/run` installs it); a missing broker
+/// fails the test, it never skips it.
+pub struct TestBroker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl TestBroker {
+    /// Starts a broker and waits until it accepts connections.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut b = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        b.restart().await;
+        b
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Settings for a topic no other test uses (created on first use).
+    pub fn fresh_topic(&self) -> driftless_store::KafkaConfig {
+        driftless_store::KafkaConfig {
+            brokers: self.brokers(),
+            topic: unique("journal-"),
+            partitions: 4,
+            replication: 1,
+        }
+    }
+
+    /// Kills the broker with SIGKILL (its storage stays).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts the broker (again, on the same port and storage).
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("broker.log")).unwrap();
+        let child = std::process::Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the Kafka-protocol broker `tansu` ({e}); install it with \
+                     `cargo install tansu --locked --features libsql` (.ci/run does)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+                panic!("tansu exited at start ({status}): {log}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestBroker {
     fn drop(&mut self) {
         self.kill9();
     }

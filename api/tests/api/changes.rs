@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::client::{Api, prepare, upload};
 use crate::uploads::committed;
 
-async fn page(api: &Api, ns: u64, query: &str) -> ChangesPage {
+pub(crate) async fn page(api: &Api, ns: u64, query: &str) -> ChangesPage {
     let (status, v) = api
         .get(&format!("/v1/namespaces/{ns}/changes?{query}"))
         .await;
@@ -21,7 +21,7 @@ async fn page(api: &Api, ns: u64, query: &str) -> ChangesPage {
 }
 
 /// Pages from `cursor` (or a bootstrap) until `has_more` is false.
-async fn drain(api: &Api, ns: u64, first: &str) -> (Vec<ChangeEntry>, String) {
+pub(crate) async fn drain(api: &Api, ns: u64, first: &str) -> (Vec<ChangeEntry>, String) {
     let mut entries = Vec::new();
     let mut p = page(api, ns, first).await;
     loop {
@@ -34,7 +34,7 @@ async fn drain(api: &Api, ns: u64, first: &str) -> (Vec<ChangeEntry>, String) {
 }
 
 /// Puts `path` with already-stored content: commits at once, no bytes.
-async fn put(api: &Api, ns: u64, path: &str, base: Option<Rev>, op: &str) -> Rev {
+pub(crate) async fn put(api: &Api, ns: u64, path: &str, base: Option<Rev>, op: &str) -> Rev {
     let f = prepare(path, b"shared content", base, op);
     let (r, _) = upload(api, ns, &[f]).await;
     committed(&r[0])

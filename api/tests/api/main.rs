@@ -7,6 +7,7 @@ mod access;
 mod changes;
 mod client;
 mod concurrency;
+mod events;
 mod integrity;
 mod requests;
 mod restart;

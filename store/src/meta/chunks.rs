@@ -131,15 +131,19 @@ pub async fn record_chunks(
     Ok(())
 }
 
-/// Up to `limit` packs holding chunks that await verification.
+/// Up to `limit` packs holding chunks that await verification and were
+/// recorded at or before `recorded_by_ms`, oldest first.
 pub async fn pending_packs(
     db: &Db,
+    recorded_by_ms: i64,
     limit: usize,
 ) -> Result<Vec<(NamespaceId, String)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT namespace_id, pack_id FROM chunks WHERE state = 0 \
-         GROUP BY namespace_id, pack_id ORDER BY MIN(created_at_ms) LIMIT $1",
+         GROUP BY namespace_id, pack_id HAVING MIN(created_at_ms) <= $1 \
+         ORDER BY MIN(created_at_ms) LIMIT $2",
     )
+    .bind(recorded_by_ms)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(db.pool())
     .await?;
@@ -178,28 +182,33 @@ pub async fn pending_in_pack(
     Ok(out)
 }
 
-/// Settles pending chunks of `pack_id` as verified or corrupt. A chunk whose
-/// row moved to another pack meanwhile (a re-upload) is left alone.
+/// Settles pending chunks of `pack_id` as verified or corrupt; returns the
+/// hashes whose state changed. A chunk whose row moved to another pack
+/// meanwhile (a re-upload), or that was settled already, is left alone.
 pub async fn settle(
-    db: &Db,
+    conn: &mut AnyConnection,
     ns: NamespaceId,
     pack_id: &str,
     hashes: &[ChunkHash],
     to: i64,
-) -> Result<u64, sqlx::Error> {
-    let mut changed = 0;
+) -> Result<Vec<ChunkHash>, sqlx::Error> {
+    let mut changed = Vec::new();
     for batch in hashes.chunks(BATCH) {
         let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 4)).collect();
         let sql = format!(
             "UPDATE chunks SET state = $1 WHERE namespace_id = $2 AND pack_id = $3 AND state = 0 \
-             AND hash IN ({})",
+             AND hash IN ({}) RETURNING hash",
             placeholders.join(", ")
         );
         let mut q = sqlx::query(&sql).bind(to).bind(to_db(ns.0)).bind(pack_id);
         for h in batch {
             q = q.bind(h.as_bytes().to_vec());
         }
-        changed += q.execute(db.pool()).await?.rows_affected();
+        for r in q.fetch_all(&mut *conn).await? {
+            if let Ok(h) = <[u8; 32]>::try_from(r.try_get::<Vec<u8>, _>(0)?) {
+                changed.push(ChunkHash::from_bytes(h));
+            }
+        }
     }
     Ok(changed)
 }

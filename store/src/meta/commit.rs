@@ -417,7 +417,7 @@ async fn write_version(
     Ok(())
 }
 
-async fn append_journal(
+pub(super) async fn append_journal(
     tx: &mut Transaction<'static, Any>,
     ns: NamespaceId,
     e: &ChangeEntry,
@@ -427,6 +427,7 @@ async fn append_journal(
         ChangeKind::Put => 0i64,
         ChangeKind::Delete => 1,
         ChangeKind::Move => 2,
+        ChangeKind::Repair => 3,
     };
     sqlx::query(
         "INSERT INTO journal (namespace_id, seq, path, rev, kind, moved_from, device_id, committed_at_ms) \

@@ -9,8 +9,8 @@
 use driftless_protocol::{
     ChangeEntry, ChangeKind, ContentHash, DeviceId, NamespaceId, Rev, Seq, SyncPath,
 };
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Connection, Row};
 
 use super::{from_db, to_db};
 use crate::db::{Db, now_ms};
@@ -144,6 +144,7 @@ pub async fn journal_page(
             let kind = match r.try_get::<i64, _>(4)? {
                 1 => ChangeKind::Delete,
                 2 => ChangeKind::Move,
+                3 => ChangeKind::Repair,
                 _ => ChangeKind::Put,
             };
             let deleted = r.try_get::<Option<i64>, _>(10)?.unwrap_or(1) == 1;
@@ -181,13 +182,13 @@ pub struct OutboxRow {
 }
 
 /// Up to `limit` rows not yet published, each namespace's in seq order.
-pub async fn unsent(db: &Db, limit: usize) -> Result<Vec<OutboxRow>, sqlx::Error> {
+pub async fn unsent(conn: &mut AnyConnection, limit: usize) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT namespace_id, seq, payload FROM outbox WHERE sent_at_ms IS NULL \
          ORDER BY namespace_id, seq LIMIT $1",
     )
     .bind(limit as i64)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *conn)
     .await?;
     // Ordered by the key, never by time: a clock step back must not put a
     // namespace's seq n+1 in an earlier batch than seq n.
@@ -202,19 +203,66 @@ pub async fn unsent(db: &Db, limit: usize) -> Result<Vec<OutboxRow>, sqlx::Error
         .collect()
 }
 
-/// Marks rows published (after their delivery reports).
-pub async fn mark_sent(db: &Db, rows: &[(NamespaceId, Seq)]) -> Result<(), sqlx::Error> {
+/// Marks rows published (after their delivery reports), one statement per
+/// run of consecutive seqs of a namespace.
+pub async fn mark_sent(
+    conn: &mut AnyConnection,
+    rows: &[(NamespaceId, Seq)],
+) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    let mut tx = db.begin().await?;
-    for (ns, seq) in rows {
-        sqlx::query("UPDATE outbox SET sent_at_ms = $1 WHERE namespace_id = $2 AND seq = $3")
-            .bind(now)
-            .bind(to_db(ns.0))
-            .bind(to_db(seq.0))
-            .execute(&mut *tx)
-            .await?;
+    let mut tx = conn.begin().await?;
+    for (ns, first, last) in runs(rows) {
+        sqlx::query(
+            "UPDATE outbox SET sent_at_ms = $1 WHERE namespace_id = $2 AND seq BETWEEN $3 AND $4 \
+             AND sent_at_ms IS NULL",
+        )
+        .bind(now)
+        .bind(to_db(ns.0))
+        .bind(to_db(first.0))
+        .bind(to_db(last.0))
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
+}
+
+/// Runs of consecutive seqs per namespace: `(ns, first, last)`.
+fn runs(rows: &[(NamespaceId, Seq)]) -> Vec<(NamespaceId, Seq, Seq)> {
+    let mut out: Vec<(NamespaceId, Seq, Seq)> = Vec::new();
+    for &(ns, seq) in rows {
+        match out.last_mut() {
+            Some((n, _, last)) if *n == ns && last.0 + 1 == seq.0 => *last = seq,
+            _ => out.push((ns, seq, seq)),
+        }
+    }
+    out
+}
+
+/// Up to `limit` outbox rows of `ns` after `after`, in order, sent or not:
+/// where a consumer that missed part of the stream reads it back.
+pub async fn outbox_after(
+    db: &Db,
+    ns: NamespaceId,
+    after: Seq,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT seq, payload FROM outbox WHERE namespace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(to_db(ns.0))
+    .bind(to_db(after.0))
+    .bind(limit as i64)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OutboxRow {
+                namespace: ns,
+                seq: Seq(from_db(r.try_get(0)?)),
+                payload: r.try_get(1)?,
+            })
+        })
+        .collect()
 }
 
 /// Outbox rows not yet published.
@@ -245,4 +293,30 @@ pub async fn set_device_cursor(
     .execute(db.pool())
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_seqs_of_a_namespace_make_one_run() {
+        let (a, b) = (NamespaceId(1), NamespaceId(2));
+        let rows = [
+            (a, Seq(3)),
+            (a, Seq(4)),
+            (a, Seq(6)),
+            (b, Seq(7)),
+            (b, Seq(8)),
+        ];
+        assert_eq!(
+            runs(&rows),
+            [
+                (a, Seq(3), Seq(4)),
+                (a, Seq(6), Seq(6)),
+                (b, Seq(7), Seq(8))
+            ]
+        );
+        assert!(runs(&[]).is_empty());
+    }
 }

@@ -1,0 +1,134 @@
+//! `driftless-consumer`: the event-stream workers on their own, for
+//! deployments that scale them apart from the API (`DRIFTLESS_RUN_CONSUMERS
+//! =false` on the API servers): the outbox relay (standing by while another
+//! process holds its lease), the chunk verifier in its Kafka consumer group
+//! with its sweep, and the upload-session sweeper. `lag` prints how far the
+//! consumers and the devices are behind the journal.
+//!
+//! Configuration is the server's (see `driftless-api`'s `config.rs`):
+//! `DRIFTLESS_DATABASE_URL`, `DRIFTLESS_S3_*`, `DRIFTLESS_KAFKA_*`. Set
+//! `DRIFTLESS_FAILPOINT=verifier-after-effect` to abort the process right
+//! after the verifier's first effect is durable and before its offsets are
+//! committed (crash tests).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use driftless_consumer::run::{ConsumerSetup, RelaySignals, start_consumers, start_relay};
+use driftless_store::env::{secs, var};
+use driftless_store::meta::{journal, marks};
+use driftless_store::{BlobStore, Db, EventBus};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "driftless-consumer",
+    version,
+    about = "driftless event-stream workers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay, the verifier and the sweepers until interrupted (the default).
+    Run,
+    /// Print the outbox backlog and the lag of the consumers and the devices.
+    Lag {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let url = var("DRIFTLESS_DATABASE_URL").context("DRIFTLESS_DATABASE_URL is required")?;
+    let db = Db::connect(&url)
+        .await
+        .context("opening the metadata database")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(db).await,
+        Command::Lag { json } => lag(&db, json).await,
+    }
+}
+
+async fn run(db: Db) -> anyhow::Result<()> {
+    let kafka = driftless_store::env::kafka()?.context(
+        "DRIFTLESS_KAFKA_BROKERS is required (without Kafka the workers run inside driftless-server)",
+    )?;
+    let presign_ttl = secs("DRIFTLESS_PRESIGN_TTL_SECS", 900)?;
+    let bucket = var("DRIFTLESS_S3_BUCKET").unwrap_or_else(|| "driftless".into());
+    let blob = BlobStore::new(&driftless_store::env::blob(&bucket, presign_ttl)?);
+    let events = EventBus::Kafka(kafka);
+    events
+        .prepare()
+        .await
+        .context("preparing the Kafka topic")?;
+    let failpoint = var("DRIFTLESS_FAILPOINT");
+    let after_effect: Option<driftless_consumer::durable::AfterEffect> = match failpoint.as_deref()
+    {
+        Some("verifier-after-effect") => Some(Box::new(|applied| {
+            if applied > 0 {
+                eprintln!("failpoint verifier-after-effect: aborting after {applied} entries");
+                std::process::abort();
+            }
+        })),
+        Some(other) => anyhow::bail!("unknown DRIFTLESS_FAILPOINT {other:?}"),
+        None => None,
+    };
+    let cancel = CancellationToken::new();
+    let mut tasks = start_relay(&db, &events, None, &RelaySignals::default(), &cancel)?;
+    tasks.extend(start_consumers(
+        ConsumerSetup {
+            db: db.clone(),
+            blob,
+            events,
+            session_grace: presign_ttl,
+            upload_ttl: secs("DRIFTLESS_UPLOAD_TTL_SECS", 86_400)?,
+            after_effect,
+        },
+        &cancel,
+    )?);
+    tracing::info!("driftless consumer up");
+    tokio::signal::ctrl_c().await?;
+    cancel.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+async fn lag(db: &Db, json: bool) -> anyhow::Result<()> {
+    let backlog = journal::backlog(db).await?;
+    let verifier = marks::consumer_lag(db, "verifier").await?;
+    let devices = marks::device_lag(db).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "outbox_backlog": backlog,
+                "consumers": {"verifier": verifier},
+                "devices": devices,
+            })
+        );
+    } else {
+        println!("outbox rows not yet published: {backlog}");
+        println!(
+            "verifier: {} folders behind, {} entries, at most {} in one folder",
+            verifier.behind, verifier.entries_behind, verifier.max_behind
+        );
+        println!(
+            "devices:  {} cursors behind, {} entries, at most {} for one device",
+            devices.behind, devices.entries_behind, devices.max_behind
+        );
+    }
+    Ok(())
+}
