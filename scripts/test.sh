@@ -5,8 +5,11 @@
 # Services: PostgreSQL on 127.0.0.1:5432 (started here if it is down; each test
 # makes and drops its own database). The S3 server with SigV4 is s3s-fs, which
 # the tests start in process on a free port (or set DRIFTLESS_TEST_S3_ENDPOINT,
-# _ACCESS_KEY and _SECRET_KEY to use another). A service that cannot start
-# fails the run here, loudly; no test is skipped for a missing service.
+# _ACCESS_KEY and _SECRET_KEY to use another). The Kafka-protocol broker is
+# tansu (crates.io), installed here into ~/.cargo/bin if it is missing (about
+# 8 minutes once, then cached); each test that needs one starts its own on a
+# free port, so it can kill and restart it. A service that cannot start fails
+# the run here, loudly; no test is skipped for a missing service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +23,26 @@ if ! pg_ready; then
   for _ in $(seq 1 30); do pg_ready && break; sleep 1; done
   pg_ready || { echo "FATAL: PostgreSQL is not available at $pg_url" >&2; exit 1; }
 fi
+
+tansu_version=0.6.0
+if ! tansu --version 2>/dev/null | grep -q "$tansu_version"; then
+  echo "installing the Kafka-protocol broker tansu $tansu_version (cargo install, once)" >&2
+  cargo install "tansu@$tansu_version" --locked --features libsql ||
+    { echo "FATAL: could not install tansu" >&2; exit 1; }
+fi
+# Prove it starts and answers before any test relies on it.
+probe_dir=$(mktemp -d)
+probe_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+(cd "$probe_dir" && exec tansu broker --listener-url "tcp://127.0.0.1:$probe_port" \
+  --advertised-listener-url "tcp://127.0.0.1:$probe_port" --storage-engine sqlite://tansu.db \
+  >broker.log 2>&1) &
+probe_pid=$!
+for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$probe_port") 2>/dev/null && break; sleep 0.1; done
+if ! (echo >"/dev/tcp/127.0.0.1/$probe_port") 2>/dev/null; then
+  cat "$probe_dir/broker.log" >&2
+  echo "FATAL: the tansu broker does not start" >&2; exit 1
+fi
+kill "$probe_pid"; wait "$probe_pid" 2>/dev/null || true; rm -rf "$probe_dir"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -106,6 +106,7 @@ pub async fn run(
             &state.events,
             Some(state.notifier.clone()),
             &state.relay,
+            None,
             &cancel,
         )
         .context("starting the outbox relay")?,
@@ -117,7 +118,7 @@ pub async fn run(
             events: state.events.clone(),
             session_grace: state.settings.session_grace,
             upload_ttl: state.settings.upload_ttl,
-            after_effect: None,
+            failpoint: None,
         };
         tasks.extend(start_consumers(setup, &cancel).context("starting the consumers")?);
     }

@@ -6,14 +6,17 @@
 //! consumers and the devices are behind the journal.
 //!
 //! Configuration is the server's (see `driftless-api`'s `config.rs`):
-//! `DRIFTLESS_DATABASE_URL`, `DRIFTLESS_S3_*`, `DRIFTLESS_KAFKA_*`. Set
-//! `DRIFTLESS_FAILPOINT=verifier-after-effect` to abort the process right
-//! after the verifier's first effect is durable and before its offsets are
-//! committed (crash tests).
+//! `DRIFTLESS_DATABASE_URL`, `DRIFTLESS_S3_*`, `DRIFTLESS_KAFKA_*`. For
+//! crash tests, `DRIFTLESS_FAILPOINT=relay-after-publish` aborts the process
+//! between publishing a batch and marking it sent, and
+//! `verifier-after-effect` between the verifier's effect and its offset
+//! commit.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use driftless_consumer::run::{ConsumerSetup, RelaySignals, start_consumers, start_relay};
+use driftless_consumer::run::{
+    ConsumerSetup, Failpoint, RelaySignals, start_consumers, start_relay,
+};
 use driftless_store::env::{secs, var};
 use driftless_store::meta::{journal, marks};
 use driftless_store::{BlobStore, Db, EventBus};
@@ -72,20 +75,22 @@ async fn run(db: Db) -> anyhow::Result<()> {
         .prepare()
         .await
         .context("preparing the Kafka topic")?;
-    let failpoint = var("DRIFTLESS_FAILPOINT");
-    let after_effect: Option<driftless_consumer::durable::AfterEffect> = match failpoint.as_deref()
-    {
-        Some("verifier-after-effect") => Some(Box::new(|applied| {
-            if applied > 0 {
-                eprintln!("failpoint verifier-after-effect: aborting after {applied} entries");
-                std::process::abort();
-            }
-        })),
-        Some(other) => anyhow::bail!("unknown DRIFTLESS_FAILPOINT {other:?}"),
+    let failpoint = match var("DRIFTLESS_FAILPOINT") {
+        Some(name) => Some(
+            Failpoint::parse(&name)
+                .with_context(|| format!("unknown DRIFTLESS_FAILPOINT {name:?}"))?,
+        ),
         None => None,
     };
     let cancel = CancellationToken::new();
-    let mut tasks = start_relay(&db, &events, None, &RelaySignals::default(), &cancel)?;
+    let mut tasks = start_relay(
+        &db,
+        &events,
+        None,
+        &RelaySignals::default(),
+        failpoint,
+        &cancel,
+    )?;
     tasks.extend(start_consumers(
         ConsumerSetup {
             db: db.clone(),
@@ -93,7 +98,7 @@ async fn run(db: Db) -> anyhow::Result<()> {
             events,
             session_grace: presign_ttl,
             upload_ttl: secs("DRIFTLESS_UPLOAD_TTL_SECS", 86_400)?,
-            after_effect,
+            failpoint,
         },
         &cancel,
     )?);

@@ -91,9 +91,8 @@ impl Notifier {
         let was = flag.swap(up, Ordering::Relaxed);
         if was != up {
             tracing::info!(healthy = self.healthy(), "event stream health changed");
-        }
-        if !was && up {
-            // Back up: whatever happened meanwhile, re-check.
+            // Down: waiters switch to polling the journal. Back up: whatever
+            // happened meanwhile, re-check. Either way, wake them all.
             self.gap();
         }
     }

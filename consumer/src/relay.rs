@@ -34,12 +34,17 @@ pub const CHANNEL: &str = "driftless_outbox";
 /// The lease's name.
 const LEASE: &str = "driftless-outbox-relay";
 
+/// Called with the batch size once a batch is on the stream and before
+/// its rows are marked sent (a failpoint for tests).
+pub type AfterPublish = Box<dyn FnMut(usize) + Send>;
+
 /// Drains the outbox into the event stream.
 pub struct Relay {
     lease: Lease,
     publisher: Publisher,
     health: Option<Notifier>,
     leader: Arc<AtomicBool>,
+    after_publish: Option<AfterPublish>,
 }
 
 impl Relay {
@@ -50,7 +55,14 @@ impl Relay {
             publisher,
             health: None,
             leader: Arc::default(),
+            after_publish: None,
         }
+    }
+
+    /// Installs a hook run between publishing a batch and marking it sent.
+    pub fn after_publish(mut self, f: AfterPublish) -> Self {
+        self.after_publish = Some(f);
+        self
     }
 
     /// Reports publish failures and recoveries to `notifier` (whose
@@ -111,6 +123,9 @@ impl Relay {
                 stream: true,
                 lease_lost: false,
             })?;
+        if let Some(f) = self.after_publish.as_mut() {
+            f(events.len());
+        }
         let keys: Vec<_> = events.iter().map(|e| (e.namespace, e.seq)).collect();
         journal::mark_sent(&mut conn, &keys)
             .await

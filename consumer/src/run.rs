@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::durable::{AfterEffect, Durable, Source};
+use crate::durable::{Durable, Source};
 use crate::notifier::Notifier;
 use crate::relay::{self, Relay};
 use crate::sessions::SessionSweeper;
@@ -35,6 +35,37 @@ pub struct RelaySignals {
     pub announce: Arc<Notify>,
 }
 
+/// Failpoints for crash tests, named by `DRIFTLESS_FAILPOINT`: the process
+/// aborts (like `kill -9`: no destructor, no flush, no offset commit) at
+/// the named point, the first time it is reached with work done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failpoint {
+    /// After the relay published a batch, before it marked the rows sent.
+    RelayAfterPublish,
+    /// After the verifier's effect committed, before its offsets did.
+    VerifierAfterEffect,
+}
+
+impl Failpoint {
+    /// Parses a failpoint name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "relay-after-publish" => Some(Self::RelayAfterPublish),
+            "verifier-after-effect" => Some(Self::VerifierAfterEffect),
+            _ => None,
+        }
+    }
+
+    fn abort(self) -> Box<dyn FnMut(usize) + Send> {
+        Box::new(move |n| {
+            if n > 0 {
+                eprintln!("failpoint {self:?}: aborting after {n} entries");
+                std::process::abort();
+            }
+        })
+    }
+}
+
 /// Starts the outbox relay (it publishes while it holds the lease), its
 /// LISTEN for other processes' commits and its NOTIFY for this one's.
 pub fn start_relay(
@@ -42,9 +73,13 @@ pub fn start_relay(
     events: &EventBus,
     health: Option<Notifier>,
     signals: &RelaySignals,
+    failpoint: Option<Failpoint>,
     cancel: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, BusError> {
     let mut relay = Relay::new(db.clone(), events.publisher()?);
+    if failpoint == Some(Failpoint::RelayAfterPublish) {
+        relay = relay.after_publish(Failpoint::RelayAfterPublish.abort());
+    }
     if let Some(n) = health {
         relay = relay.with_health(n);
     }
@@ -72,8 +107,8 @@ pub struct ConsumerSetup {
     pub session_grace: Duration,
     /// Upload session lifetime (the sweeper looks at least this often).
     pub upload_ttl: Duration,
-    /// A failpoint run after each verified batch's effect (tests).
-    pub after_effect: Option<AfterEffect>,
+    /// A failpoint (tests).
+    pub failpoint: Option<Failpoint>,
 }
 
 /// Starts the workers that need no HTTP: the event-driven verifier (a
@@ -88,7 +123,7 @@ pub fn start_consumers(
         events,
         session_grace,
         upload_ttl,
-        after_effect,
+        failpoint,
     } = setup;
     let handler = VerifyEvents::new(db.clone(), blob.clone());
     let source = match &events {
@@ -98,8 +133,9 @@ pub fn start_consumers(
         }
     };
     let mut verifier = Durable::new(db.clone(), handler, source);
-    if let Some(f) = after_effect {
-        verifier = verifier.after_effect(f);
+    if failpoint == Some(Failpoint::VerifierAfterEffect) {
+        let mut abort = Failpoint::VerifierAfterEffect.abort();
+        verifier = verifier.after_effect(Box::new(move |n| abort(n as usize)));
     }
     Ok(vec![
         spawn(

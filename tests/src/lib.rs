@@ -528,3 +528,157 @@ impl Drop for TestBroker {
         self.kill9();
     }
 }
+
+/// Every record of a topic, read from the beginning of every partition up
+/// to its end as of now: (partition, offset, event) in partition order.
+pub async fn read_topic(
+    config: &driftless_store::KafkaConfig,
+) -> Vec<(i32, i64, driftless_protocol::JournalEvent)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", "driftless-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let md = consumer
+            .fetch_metadata(Some(&config.topic), Duration::from_secs(10))
+            .unwrap();
+        let partitions = md.topics()[0].partitions().len() as i32;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut ends = std::collections::HashMap::new();
+        for p in 0..partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(&config.topic, p, Duration::from_secs(10))
+                .unwrap();
+            ends.insert(p, high);
+            tpl.add_partition_offset(&config.topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let mut next: std::collections::HashMap<i32, i64> =
+            (0..partitions).map(|p| (p, 0)).collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while next.iter().any(|(p, o)| *o < ends[p]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "topic not read to its end: {next:?} of {ends:?}"
+            );
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.unwrap();
+            next.insert(m.partition(), m.offset() + 1);
+            let event = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            out.push((m.partition(), m.offset(), event));
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// `driftless-consumer run` as a child process on the test's database,
+/// bucket and topic, so a test can kill it and start it again.
+pub struct ConsumerProcess {
+    bin: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<tokio::process::Child>,
+}
+
+impl ConsumerProcess {
+    /// Starts `bin` (with `extra` environment, e.g. a failpoint).
+    pub fn start(
+        bin: &std::path::Path,
+        db: &TestDb,
+        s3: &TestS3,
+        kafka: &driftless_store::KafkaConfig,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let c = &s3.config;
+        let mut env: Vec<(String, String)> = [
+            ("DRIFTLESS_DATABASE_URL", db.url.clone()),
+            ("DRIFTLESS_S3_ENDPOINT", c.endpoint.clone()),
+            ("DRIFTLESS_S3_BUCKET", c.bucket.clone()),
+            ("DRIFTLESS_S3_REGION", c.region.clone()),
+            ("DRIFTLESS_S3_ACCESS_KEY", c.access_key.clone()),
+            ("DRIFTLESS_S3_SECRET_KEY", c.secret_key.clone()),
+            ("DRIFTLESS_KAFKA_BROKERS", kafka.brokers.clone()),
+            ("DRIFTLESS_KAFKA_TOPIC", kafka.topic.clone()),
+            ("DRIFTLESS_KAFKA_PARTITIONS", kafka.partitions.to_string()),
+            ("RUST_LOG", "warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let mut p = Self {
+            bin: bin.to_owned(),
+            env,
+            child: None,
+        };
+        p.restart();
+        p
+    }
+
+    /// Kills it with SIGKILL (if it runs) and starts it again, without the
+    /// extra environment's failpoint.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.child = Some(
+            tokio::process::Command::new(&self.bin)
+                .arg("run")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// Forgets the failpoint for the next restarts.
+    pub fn clear_failpoint(&mut self) {
+        self.env.retain(|(k, _)| k != "DRIFTLESS_FAILPOINT");
+    }
+
+    /// Kills it with SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            // Reap it so the next start sees the lease and the group free.
+            let _ = futures_wait(&mut c);
+        }
+    }
+
+    /// Waits up to `timeout` for it to exit on its own; its status.
+    pub async fn exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let status = tokio::time::timeout(timeout, c.wait()).await.ok()?.ok();
+        self.child = None;
+        status
+    }
+}
+
+/// Reaps a killed child without an async context.
+fn futures_wait(c: &mut tokio::process::Child) -> Option<std::process::ExitStatus> {
+    for _ in 0..200 {
+        if let Ok(Some(s)) = c.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+impl Drop for ConsumerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -231,7 +231,24 @@ async fn a_long_poll_returns_when_the_namespace_moves_or_at_its_timeout() {
 
 #[tokio::test]
 async fn a_hundred_pollers_see_every_seq_of_64_writers_once_in_order() {
-    let app = TestApp::spawn().await;
+    hundred_pollers_64_writers(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn a_hundred_pollers_see_every_seq_of_64_writers_once_in_order_through_kafka() {
+    let broker = driftless_tests::TestBroker::start().await;
+    let app = TestApp::spawn_kafka(&broker).await;
+    assert!(matches!(
+        app.state.events,
+        driftless_store::EventBus::Kafka(_)
+    ));
+    hundred_pollers_64_writers(app).await;
+}
+
+/// 100 long-pollers follow 64 concurrent writers: each sees every seq once,
+/// in order, and all are done within seconds of the last commit (woken by
+/// events, not by their 30 s journal re-check).
+async fn hundred_pollers_64_writers(app: TestApp) {
     let (token, ns) = app.user("fay", None).await;
     let api = Arc::new(Api::new(&app.url, &token));
     put(&api, ns, "seed.txt", None, "seed").await;
@@ -287,6 +304,7 @@ async fn a_hundred_pollers_see_every_seq_of_64_writers_once_in_order() {
     for w in writers {
         w.await.unwrap();
     }
+    let last_commit = Instant::now();
     let expected: Vec<u64> = (2..=last).collect();
     for p in pollers {
         let seen = tokio::time::timeout(Duration::from_secs(120), p)
@@ -295,6 +313,11 @@ async fn a_hundred_pollers_see_every_seq_of_64_writers_once_in_order() {
             .unwrap();
         assert_eq!(seen, expected, "0 skipped, 0 repeated, 0 reordered");
     }
+    let caught_up = last_commit.elapsed();
+    assert!(
+        caught_up < Duration::from_secs(10),
+        "pollers caught up {caught_up:?} after the last commit"
+    );
     let distinct: BTreeSet<_> = expected.iter().collect();
     assert_eq!(distinct.len() as u64, WRITERS * EACH);
 }

@@ -9,6 +9,7 @@ use driftless_tests::TestApp;
 use serde_json::json;
 use sqlx::Row;
 
+use crate::changes::drain;
 use crate::client::{Api, begin, prepare, seal, send_part, upload};
 use crate::uploads::{data, download_both_ways};
 
@@ -44,9 +45,19 @@ async fn corrupt_chunks(app: &TestApp, ns: u64) -> Vec<ChunkHash> {
 
 #[tokio::test]
 async fn bytes_that_do_not_match_their_chunks_are_caught_never_served_and_repaired() {
-    let app = TestApp::spawn().await;
+    caught_reported_repaired(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn bytes_that_do_not_match_their_chunks_are_caught_by_the_verifier_group_on_kafka() {
+    let broker = driftless_tests::TestBroker::start().await;
+    caught_reported_repaired(TestApp::spawn_kafka(&broker).await).await;
+}
+
+async fn caught_reported_repaired(app: TestApp) {
     let (token, ns) = app.user("tess", None).await;
     let api = Api::new(&app.url, &token);
+    let (_, start) = drain(&api, ns, "").await;
     let bytes = data(20 << 20, 11);
     let file = prepare("doc.bin", &bytes, None, "op-1");
     let (upload_id, mut parts) = begin(&api, ns, &file).await;
@@ -75,6 +86,20 @@ async fn bytes_that_do_not_match_their_chunks_are_caught_never_served_and_repair
 
     settled(&app, ns).await;
     assert_eq!(corrupt_chunks(&app, ns).await, vec![victim.hash]);
+
+    // Reported on the changes feed: a repair entry for the file's revision,
+    // with the content hash a device's copy must match to upload it again.
+    let (entries, _) = drain(&api, ns, &format!("cursor={start}")).await;
+    let repairs: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == ChangeKind::Repair)
+        .map(|e| (e.path.as_str(), e.rev, e.content_hash))
+        .collect();
+    assert_eq!(
+        repairs,
+        [("doc.bin", Rev(rev), Some(file.put.content_hash))],
+        "{entries:?}"
+    );
 
     // Never served: both download paths refuse, naming the chunk.
     for path in ["manifest", "content"] {

@@ -13,13 +13,13 @@ use driftless_store::{Db, pack_key};
 use driftless_tests::{TestDb, TestS3};
 use sqlx::Row;
 
-struct Stored {
-    hash: ChunkHash,
-    location: ChunkLocation,
+pub(crate) struct Stored {
+    pub(crate) hash: ChunkHash,
+    pub(crate) location: ChunkLocation,
 }
 
 /// Appends `raw` to `pack` (zstd-compressed if asked), returning its location.
-fn add(pack: &mut Vec<u8>, raw: &[u8], zstd: bool) -> Stored {
+pub(crate) fn add(pack: &mut Vec<u8>, raw: &[u8], zstd: bool) -> Stored {
     let hash = ChunkHash::from_bytes(*blake3::hash(raw).as_bytes());
     let stored = if zstd {
         zstd::bulk::compress(raw, 1).unwrap()
@@ -38,7 +38,7 @@ fn add(pack: &mut Vec<u8>, raw: &[u8], zstd: bool) -> Stored {
 }
 
 /// A session by `device` whose pack holds `locations`, as a commit leaves it.
-async fn committed_pack(
+pub(crate) async fn committed_pack(
     db: &Db,
     ns: NamespaceId,
     device: DeviceId,
