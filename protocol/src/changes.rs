@@ -62,13 +62,17 @@ pub struct ChangesPage {
 }
 
 /// `GET /v1/namespaces/{ns}/changes/wait`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitResponse {
     /// Whether the namespace moved past the cursor.
     pub changed: bool,
     /// Under load: wait this long before polling again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_ms: Option<u64>,
+    /// Set when the namespace moved only by the caller's own changes: a
+    /// cursor past them, to wait from next (nothing there to apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// The Kafka record of one journal entry (key: the namespace id).

@@ -299,6 +299,21 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Another device of user `name`; returns its token.
+    pub async fn device(&self, name: &str, device: &str) -> String {
+        let (user, _) = driftless_store::meta::accounts::user_by_name(&self.state.db, name)
+            .await
+            .unwrap()
+            .unwrap();
+        let (token, hash) = driftless_api::auth::new_token();
+        driftless_store::meta::accounts::create_device(&self.state.db, user, device, &hash)
+            .await
+            .unwrap();
+        token
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

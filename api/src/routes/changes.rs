@@ -16,7 +16,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use driftless_consumer::Wake;
 use driftless_protocol::{
-    ChangesPage, Cursor, ErrorCode, NamespaceId, Position, Seq, SyncPath, WaitResponse,
+    ChangeKind, ChangesPage, Cursor, DeviceId, ErrorCode, NamespaceId, Position, Seq, SyncPath,
+    WaitResponse,
 };
 use driftless_store::meta::journal::{self, Bounds};
 use rand::Rng;
@@ -176,15 +177,22 @@ async fn wait(
     let ns = super::namespace_id(&ns)?;
     caller.role(&state, ns).await?;
     let cursor = cursor_for(&state, ns, &q.cursor)?;
-    let after = match cursor.position {
+    let mut after = match cursor.position {
         Position::Journal { after } => after,
         // Still bootstrapping: there is a page to fetch now.
-        Position::Snapshot { .. } => return Ok(moved()),
+        Position::Snapshot { .. } => return Ok(answer(true, None)),
     };
     let b = bounds(&state, ns).await?;
     check_retained(&b, after)?;
-    if b.head > after {
-        return Ok(moved());
+    let mut echo = Echo {
+        state: &state,
+        ns,
+        cursor: &cursor,
+        device: caller.device,
+        skipped: false,
+    };
+    if b.head > after && !echo.own_only(&mut after, b.head).await? {
+        return echo.moved(after);
     }
     let secs = q.timeout.unwrap_or(DEFAULT_WAIT).clamp(1, MAX_WAIT);
     // Jitter spreads the reconnects of many devices that started together.
@@ -193,37 +201,103 @@ async fn wait(
         tokio::time::Instant::now() + Duration::from_secs(secs) + Duration::from_millis(jitter);
     let notifier = &state.notifier;
     let mut waiter = notifier.subscribe(ns);
-    // Registered first, checked second: a commit in between still wakes us.
-    if bounds(&state, ns).await?.head > after {
-        return Ok(moved());
-    }
     loop {
+        // Registered first, checked second: a commit in between still wakes us.
+        let head = bounds(&state, ns).await?.head;
+        if head > after && !echo.own_only(&mut after, head).await? {
+            return echo.moved(after);
+        }
         let poll = if notifier.healthy() {
             POLL_HEALTHY
         } else {
             POLL_DEGRADED
         };
-        let check = tokio::select! {
-            w = waiter.next() => match w {
-                Wake::Moved(seq) if seq > after => return Ok(moved()),
-                Wake::Moved(_) => false,
-                Wake::Check => true,
-            },
-            _ = tokio::time::sleep(poll) => true,
-            _ = tokio::time::sleep_until(deadline) => {
-                return Ok(axum::Json(WaitResponse { changed: false, backoff_ms: backoff(&state) }));
+        let woke = async {
+            loop {
+                match waiter.next().await {
+                    Wake::Moved(seq) if seq > after => return,
+                    Wake::Moved(_) => {}
+                    Wake::Check => return,
+                }
             }
         };
-        if check && bounds(&state, ns).await?.head > after {
-            return Ok(moved());
+        tokio::select! {
+            _ = woke => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                let mut r = answer(false, echo.advanced(after)?);
+                r.backoff_ms = backoff(&state);
+                return Ok(r);
+            }
         }
     }
 }
 
-fn moved() -> axum::Json<WaitResponse> {
+/// Most entries a long-poll reads to tell whether a move was the caller's own.
+const ECHO_SCAN: usize = 1000;
+
+/// Tells a caller's own changes apart from others': a device is not woken
+/// to fetch entries it wrote itself (it would only skip them).
+struct Echo<'a> {
+    state: &'a AppState,
+    ns: NamespaceId,
+    cursor: &'a Cursor,
+    device: DeviceId,
+    /// Whether `after` moved past own entries.
+    skipped: bool,
+}
+
+impl Echo<'_> {
+    /// If every entry in `(after, head]` (under the cursor's prefix) was
+    /// written by the caller, moves `after` to `head` and says so.
+    async fn own_only(&mut self, after: &mut Seq, head: Seq) -> ApiResult<bool> {
+        let entries = journal::journal_page(
+            &self.state.db,
+            self.ns,
+            self.cursor.prefix.as_ref(),
+            *after,
+            ECHO_SCAN + 1,
+        )
+        .await?;
+        let within: Vec<_> = entries
+            .iter()
+            .filter(|e| e.seq.is_some_and(|s| s <= head))
+            .collect();
+        let mine = within.len() <= ECHO_SCAN
+            && within
+                .iter()
+                .all(|e| e.device_id == Some(self.device) && e.kind != ChangeKind::Repair);
+        if mine {
+            // A prefix may have filtered every entry: the cursor moves to the
+            // head all the same (nothing under it changed).
+            *after = head;
+            self.skipped = true;
+        }
+        Ok(mine)
+    }
+
+    fn advanced(&self, after: Seq) -> ApiResult<Option<String>> {
+        if !self.skipped {
+            return Ok(None);
+        }
+        let c = Cursor {
+            namespace: self.ns,
+            prefix: self.cursor.prefix.clone(),
+            position: Position::Journal { after },
+        };
+        encode(self.state, &c).map(Some)
+    }
+
+    fn moved(&self, after: Seq) -> ApiResult<axum::Json<WaitResponse>> {
+        Ok(answer(true, self.advanced(after)?))
+    }
+}
+
+fn answer(changed: bool, cursor: Option<String>) -> axum::Json<WaitResponse> {
     axum::Json(WaitResponse {
-        changed: true,
+        changed,
         backoff_ms: None,
+        cursor,
     })
 }
 

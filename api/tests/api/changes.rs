@@ -190,8 +190,10 @@ async fn bootstrap_then_journal(app: TestApp) {
 async fn a_long_poll_returns_when_the_namespace_moves_or_at_its_timeout() {
     let app = TestApp::spawn().await;
     let (token, ns) = app.user("eve", None).await;
-    let api = Arc::new(Api::new(&app.url, &token));
-    put(&api, ns, "seed.txt", None, "s").await;
+    let writer = Api::new(&app.url, &token);
+    // Another device of the same user follows the folder.
+    let api = Arc::new(Api::new(&app.url, &app.device("eve", "phone").await));
+    put(&writer, ns, "seed.txt", None, "s").await;
     let (_, cursor) = drain(&api, ns, "").await;
 
     let start = Instant::now();
@@ -222,11 +224,46 @@ async fn a_long_poll_returns_when_the_namespace_moves_or_at_its_timeout() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let committed_at = Instant::now();
-    put(&api, ns, "new.txt", None, "n").await;
+    put(&writer, ns, "new.txt", None, "n").await;
     let ((status, v), total) = poll.await.unwrap();
     assert_eq!((status, v["changed"].as_bool()), (200, Some(true)), "{v}");
     assert!(total < Duration::from_secs(5), "woke after {total:?}");
+    assert!(v.get("cursor").is_none(), "{v}");
     println!("wake after commit: {:?}", committed_at.elapsed());
+
+    // The writer is not woken by its own commits: its long-poll runs to
+    // the timeout and hands back a cursor past them, with nothing to fetch.
+    let (_, writer_cursor) = drain(&writer, ns, "").await;
+    put(&writer, ns, "mine-1.txt", None, "m1").await;
+    put(&writer, ns, "mine-2.txt", None, "m2").await;
+    let (status, v) = writer
+        .get(&format!(
+            "/v1/namespaces/{ns}/changes/wait?cursor={writer_cursor}&timeout=1"
+        ))
+        .await;
+    assert_eq!((status, v["changed"].as_bool()), (200, Some(false)), "{v}");
+    let past_own = v["cursor"].as_str().expect("a cursor past its own changes");
+    let p = page(&writer, ns, &format!("cursor={past_own}")).await;
+    assert!(p.entries.is_empty() && !p.has_more, "{p:?}");
+    // Another device's commit does wake it, and its entries are there.
+    let poll = {
+        let writer = Api::new(&app.url, &token);
+        let past_own = past_own.to_owned();
+        tokio::spawn(async move {
+            writer
+                .get(&format!(
+                    "/v1/namespaces/{ns}/changes/wait?cursor={past_own}&timeout=30"
+                ))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    put(&api, ns, "theirs.txt", None, "t").await;
+    let (status, v) = poll.await.unwrap();
+    assert_eq!((status, v["changed"].as_bool()), (200, Some(true)), "{v}");
+    let p = page(&writer, ns, &format!("cursor={past_own}")).await;
+    let paths: Vec<_> = p.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["theirs.txt"]);
 }
 
 #[tokio::test]
@@ -251,6 +288,8 @@ async fn a_hundred_pollers_see_every_seq_of_64_writers_once_in_order_through_kaf
 async fn hundred_pollers_64_writers(app: TestApp) {
     let (token, ns) = app.user("fay", None).await;
     let api = Arc::new(Api::new(&app.url, &token));
+    // The pollers are other devices of the folder's owner.
+    let follower = Arc::new(Api::new(&app.url, &app.device("fay", "phone").await));
     put(&api, ns, "seed.txt", None, "seed").await;
     let (_, cursor) = drain(&api, ns, "").await;
     const WRITERS: u64 = 64;
@@ -259,7 +298,7 @@ async fn hundred_pollers_64_writers(app: TestApp) {
 
     let pollers: Vec<_> = (0..100)
         .map(|_| {
-            let api = api.clone();
+            let api = follower.clone();
             let mut cursor = cursor.clone();
             tokio::spawn(async move {
                 let mut seen = Vec::new();

@@ -23,10 +23,11 @@ async fn commits_reach_the_topic_and_wake_long_polls_through_kafka() {
     let app = TestApp::spawn_kafka(&broker).await;
     let (token, ns) = app.user("kim", None).await;
     let api = std::sync::Arc::new(Api::new(&app.url, &token));
+    let reader = std::sync::Arc::new(Api::new(&app.url, &app.device("kim", "phone").await));
     put(&api, ns, "seed.txt", None, "s").await;
     let (_, cursor) = drain(&api, ns, "").await;
     let poll = {
-        let api = api.clone();
+        let api = reader.clone();
         tokio::spawn(async move {
             let start = Instant::now();
             let r = api
@@ -80,6 +81,7 @@ async fn with_the_broker_down_commits_succeed_long_polls_poll_and_the_backlog_dr
     };
     let (token, ns) = app.user("lou", None).await;
     let api = std::sync::Arc::new(Api::new(&app.url, &token));
+    let reader = std::sync::Arc::new(Api::new(&app.url, &app.device("lou", "phone").await));
     put(&api, ns, "seed.txt", None, "seed").await;
     wait_until(
         "the seed to be published",
@@ -100,7 +102,7 @@ async fn with_the_broker_down_commits_succeed_long_polls_poll_and_the_backlog_dr
     for i in 0..5 {
         let (_, cursor) = drain(&api, ns, "").await;
         let poll = {
-            let api = api.clone();
+            let api = reader.clone();
             tokio::spawn(async move { poll_until_changed(&api, ns, &cursor).await })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -163,7 +165,7 @@ async fn with_the_broker_down_commits_succeed_long_polls_poll_and_the_backlog_dr
     );
     let (_, cursor) = drain(&api, ns, "").await;
     let poll = {
-        let api = api.clone();
+        let api = reader.clone();
         tokio::spawn(async move { poll_until_changed(&api, ns, &cursor).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;

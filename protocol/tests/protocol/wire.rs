@@ -191,9 +191,21 @@ fn parts_changes_and_events() {
     let wait = WaitResponse {
         changed: false,
         backoff_ms: None,
+        cursor: None,
     };
     assert_eq!(
         serde_json::to_value(wait).unwrap(),
         json!({"changed": false})
     );
+    let own = WaitResponse {
+        changed: false,
+        backoff_ms: Some(2000),
+        cursor: Some("abc".into()),
+    };
+    let v = serde_json::to_value(&own).unwrap();
+    assert_eq!(
+        v,
+        json!({"changed": false, "backoff_ms": 2000, "cursor": "abc"})
+    );
+    assert_eq!(serde_json::from_value::<WaitResponse>(v).unwrap(), own);
 }
