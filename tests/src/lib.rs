@@ -340,6 +340,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `bin` against `db` and `s3`, and waits until it answers.
     pub async fn start(bin: &std::path::Path, db: &TestDb, s3: &TestS3) -> Self {
+        Self::start_with(bin, db, s3, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with more environment (Kafka, say).
+    pub async fn start_with(
+        bin: &std::path::Path,
+        db: &TestDb,
+        s3: &TestS3,
+        extra: &[(&str, String)],
+    ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -363,6 +373,7 @@ impl ServerProcess {
             ("RUST_LOG", "warn".into()),
         ]
         .into_iter()
+        .chain(extra.iter().map(|(k, v)| (*k, v.clone())))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let mut p = Self {
@@ -398,6 +409,11 @@ impl ServerProcess {
             .unwrap();
         assert!(out.status.success(), "{args:?} failed");
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Kills the server with SIGKILL: no shutdown code runs.
@@ -656,6 +672,27 @@ impl ConsumerProcess {
                 .spawn()
                 .unwrap(),
         );
+    }
+
+    /// Runs another subcommand of the same binary with the same
+    /// configuration (`lag --json`, say); returns its standard output.
+    pub async fn command(&self, args: &[&str]) -> String {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new(&self.bin)
+                .args(args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .output(),
+        )
+        .await
+        .expect("command hung")
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Forgets the failpoint for the next restarts.

@@ -355,6 +355,10 @@ async fn a_consumer_crashed_between_its_effect_and_its_offset_commit_applies_eac
         .await
         .unwrap();
     assert_eq!(entries.len(), 2);
+    // The lag report agrees: nothing left for the verifier, nothing unsent.
+    let lag: serde_json::Value =
+        serde_json::from_str(&consumer.command(&["lag", "--json"]).await).unwrap();
+    assert_eq!(lag["consumers"]["verifier"]["entries_behind"], 0, "{lag}");
     assert!(
         entries
             .iter()

@@ -173,7 +173,7 @@ pub struct Lag {
 /// Lag of `consumer`: journal heads against its marks.
 pub async fn consumer_lag(db: &Db, consumer: &str) -> Result<Lag, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM(n.head_seq - COALESCE(m.seq, 0)), 0), \
+        "SELECT COUNT(*), CAST(COALESCE(SUM(n.head_seq - COALESCE(m.seq, 0)), 0) AS BIGINT), \
          COALESCE(MAX(n.head_seq - COALESCE(m.seq, 0)), 0) FROM namespaces n \
          LEFT JOIN consumer_marks m ON m.namespace_id = n.id AND m.consumer = $1 \
          WHERE n.head_seq > COALESCE(m.seq, 0)",
@@ -192,7 +192,7 @@ pub async fn consumer_lag(db: &Db, consumer: &str) -> Result<Lag, sqlx::Error> {
 /// (a device that never reported is not counted).
 pub async fn device_lag(db: &Db) -> Result<Lag, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM(n.head_seq - d.seq), 0), COALESCE(MAX(n.head_seq - d.seq), 0) \
+        "SELECT COUNT(*), CAST(COALESCE(SUM(n.head_seq - d.seq), 0) AS BIGINT), COALESCE(MAX(n.head_seq - d.seq), 0) \
          FROM device_cursors d JOIN namespaces n ON n.id = d.namespace_id WHERE n.head_seq > d.seq",
     )
     .fetch_one(db.pool())
