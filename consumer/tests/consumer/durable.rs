@@ -184,3 +184,45 @@ async fn catches_up_and_applies_once(t: TestDb) {
     cancel.cancel();
     worker.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_notify_from_another_process_wakes_the_relay() {
+    let t = TestDb::postgres().await;
+    let other = Db::connect(&t.url).await.unwrap();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let cancel = CancellationToken::new();
+    let listener = driftless_consumer::relay::listen(t.db.clone(), wake.clone(), cancel.clone());
+    // LISTEN is asynchronous to set up: announce until it is heard.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        other
+            .notify(driftless_consumer::relay::CHANNEL)
+            .await
+            .unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), wake.notified())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "NOTIFY never woke the relay");
+    }
+    // Once listening, every announcement wakes it at once.
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        other
+            .notify(driftless_consumer::relay::CHANNEL)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .expect("woken within a second");
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+    cancel.cancel();
+    listener.await.unwrap();
+}

@@ -8,4 +8,5 @@
 mod accounts;
 mod blob;
 mod commit;
+mod lease;
 mod schema;
