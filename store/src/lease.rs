@@ -19,7 +19,11 @@ use crate::db::{Db, Dialect};
 pub struct Lease {
     db: Db,
     key: i64,
-    held: Option<AnyConnection>,
+    /// The lease's own session (kept while standing by, so a standby does
+    /// not open a connection per attempt).
+    conn: Option<AnyConnection>,
+    /// Whether that session holds the lock.
+    held: bool,
 }
 
 /// A connection on which the lease is held, for one unit of work.
@@ -65,13 +69,14 @@ impl Lease {
         Self {
             db,
             key: key_of(name),
-            held: None,
+            conn: None,
+            held: false,
         }
     }
 
     /// Whether this process holds the lease (as of its last use).
     pub fn is_held(&self) -> bool {
-        self.held.is_some() || self.db.dialect() == Dialect::Sqlite
+        self.held || self.db.dialect() == Dialect::Sqlite
     }
 
     /// The lease's connection, taking the lock if it is free; `None` while
@@ -80,32 +85,46 @@ impl Lease {
         if self.db.dialect() == Dialect::Sqlite {
             return Ok(Some(LeaseGuard::Pooled(self.db.pool().acquire().await?)));
         }
-        if self.held.is_none() {
+        if self.conn.is_none() {
             // Detached: the session (and so the lock) outlives pool recycling
             // and does not count against the pool.
-            let mut conn = self.db.pool().acquire().await?.detach();
-            let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
-                .bind(self.key)
-                .fetch_one(&mut conn)
-                .await?
-                .try_get(0)?;
-            if !got {
-                let _ = conn.close().await;
-                return Ok(None);
-            }
-            tracing::info!(lease = self.key, "lease acquired");
-            self.held = Some(conn);
+            self.conn = Some(self.db.pool().acquire().await?.detach());
         }
-        Ok(self.held.as_mut().map(LeaseGuard::Held))
+        if !self.held {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            let got = sqlx::query("SELECT pg_try_advisory_lock($1)")
+                .bind(self.key)
+                .fetch_one(&mut *conn)
+                .await
+                .and_then(|r| r.try_get::<bool, _>(0));
+            match got {
+                Ok(true) => {
+                    tracing::info!(lease = self.key, "lease acquired");
+                    self.held = true;
+                }
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    // The standby session is broken: a fresh one next time.
+                    self.conn = None;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.conn.as_mut().map(LeaseGuard::Held))
     }
 
     /// Gives the lease up after a failed query on its connection (the
     /// session may be gone, and with it the lock).
     pub async fn release(&mut self) {
-        if let Some(conn) = self.held.take() {
-            tracing::info!(lease = self.key, "lease released");
+        if let Some(conn) = self.conn.take() {
+            if self.held {
+                tracing::info!(lease = self.key, "lease released");
+            }
             // Closing ends the session, which releases the lock.
             let _ = conn.close().await;
         }
+        self.held = false;
     }
 }
