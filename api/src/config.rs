@@ -15,6 +15,7 @@
 //! | `DRIFTLESS_CORS_ORIGINS` | unset: no CORS; a comma-separated list of origins for browser clients |
 //! | `DRIFTLESS_KAFKA_BROKERS` | unset: the in-process event bus; else Kafka's `bootstrap.servers` |
 //! | `DRIFTLESS_KAFKA_TOPIC`, `_PARTITIONS`, `_REPLICATION` | `driftless.journal`, `64`, `1` (used only to create a missing topic) |
+//! | `DRIFTLESS_KAFKA_DEBUG` | unset; librdkafka debug contexts (`cgrp,topic,…`) logged at debug level |
 //! | `DRIFTLESS_RUN_CONSUMERS` | `true`: this process also runs the verifier and the sweepers (`false` when `driftless-consumer` does) |
 //!
 //! Secrets are read here and never logged; `Debug` of the config redacts them.

@@ -51,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // Logs go to stderr: stdout carries answers (a token, `--json`).
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let url = var("DRIFTLESS_DATABASE_URL").context("DRIFTLESS_DATABASE_URL is required")?;

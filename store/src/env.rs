@@ -77,5 +77,6 @@ pub fn kafka() -> Result<Option<KafkaConfig>, EnvError> {
         topic: var("DRIFTLESS_KAFKA_TOPIC").unwrap_or_else(|| "driftless.journal".into()),
         partitions: number("DRIFTLESS_KAFKA_PARTITIONS", 64)?,
         replication: number("DRIFTLESS_KAFKA_REPLICATION", 1)?,
+        debug: var("DRIFTLESS_KAFKA_DEBUG"),
     }))
 }

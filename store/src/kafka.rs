@@ -32,6 +32,9 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor when this process creates the topic.
     pub replication: i32,
+    /// librdkafka debug contexts (`debug`), e.g. `cgrp,topic`, logged at
+    /// debug level; `None` in normal operation.
+    pub debug: Option<String>,
 }
 
 /// How long a publish may wait for its delivery reports before the relay
@@ -53,6 +56,9 @@ impl KafkaConfig {
             // Notice a dead broker within seconds, not minutes.
             .set("socket.connection.setup.timeout.ms", "5000")
             .set("reconnect.backoff.max.ms", "2000");
+        if let Some(d) = &self.debug {
+            c.set("debug", d);
+        }
         c
     }
 
@@ -300,8 +306,11 @@ impl KafkaGroup {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
+            // A member that died (kill -9) holds its partitions until its
+            // session times out: keep that short. 6 s is the brokers'
+            // default minimum.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
             .set("fetch.wait.max.ms", "100")
             .create()
             .map_err(unavailable)?;

@@ -499,6 +499,7 @@ impl TestBroker {
             topic: unique("journal-"),
             partitions: 4,
             replication: 1,
+            debug: std::env::var("DRIFTLESS_KAFKA_DEBUG").ok(),
         }
     }
 
@@ -641,7 +642,11 @@ impl ConsumerProcess {
             ("DRIFTLESS_KAFKA_BROKERS", kafka.brokers.clone()),
             ("DRIFTLESS_KAFKA_TOPIC", kafka.topic.clone()),
             ("DRIFTLESS_KAFKA_PARTITIONS", kafka.partitions.to_string()),
-            ("RUST_LOG", "warn".into()),
+            // DRIFTLESS_TEST_CHILD_LOG=debug shows the child's logs.
+            (
+                "RUST_LOG",
+                std::env::var("DRIFTLESS_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -324,9 +324,12 @@ async fn a_consumer_crashed_between_its_effect_and_its_offset_commit_applies_eac
         )
         .await as u64
     };
+    // A member killed with -9 holds its partitions until its session times
+    // out (6 s) and the broker's group rebalance completes.
+    let restarted = Instant::now();
     wait_for(
         "the verifier to reach the head",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         async || {
             let h = head().await;
             marks::all(db, "verifier")
@@ -337,6 +340,10 @@ async fn a_consumer_crashed_between_its_effect_and_its_offset_commit_applies_eac
         },
     )
     .await;
+    println!(
+        "restarted verifier at the head after {:?}",
+        restarted.elapsed()
+    );
     let h = head().await;
     let mark = marks::all(db, "verifier")
         .await
