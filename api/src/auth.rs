@@ -12,10 +12,9 @@ use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use driftless_protocol::{DeviceId, ErrorCode, NamespaceId};
+use driftless_protocol::{DeviceId, ErrorCode, LoginRequest, LoginResponse, NamespaceId};
 use driftless_store::meta::accounts::{self, DeviceAuth, Role, UserId};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
@@ -104,26 +103,6 @@ impl FromRequestParts<AppState> for Caller {
             None => Err(ApiError::code(ErrorCode::Unauthorized)),
         }
     }
-}
-
-/// `POST /v1/login` body.
-#[derive(Deserialize)]
-pub struct LoginRequest {
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: String,
-    /// A name for the new device ("laptop").
-    pub device_name: String,
-}
-
-/// `POST /v1/login` answer.
-#[derive(Serialize, Deserialize)]
-pub struct LoginResponse {
-    /// The device's bearer token (shown once).
-    pub token: String,
-    /// The new device's id.
-    pub device_id: DeviceId,
 }
 
 /// Issues a device token for a user name and password.

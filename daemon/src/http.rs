@@ -4,8 +4,9 @@
 
 use bytes::Bytes;
 use driftless_protocol::{
-    CommitRequest, CommitResponse, CreateUpload, CreatedUpload, NamespaceId, PartRequest,
-    PresignedPart, Problem, UploadId, UploadStatus,
+    ChangesPage, CommitRequest, CommitResponse, CreateUpload, CreatedUpload, DownloadManifest,
+    FetchRange, LoginRequest, LoginResponse, NamespaceId, NamespaceView, Outcome, PartRequest,
+    PresignedPart, Problem, RestoreRequest, Rev, UploadId, UploadStatus, VersionView, WaitResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -90,6 +91,167 @@ impl ApiClient {
     ) -> Result<T, ClientError> {
         self.call(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// `POST /v1/login`: a new device token for a user (no token needed).
+    pub async fn login(base: &str, req: &LoginRequest) -> Result<LoginResponse, ClientError> {
+        let http = reqwest::Client::new();
+        let resp = http
+            .post(format!("{}/v1/login", base.trim_end_matches('/')))
+            .json(req)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        Err(refusal(status, &body))
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /v1/namespaces`.
+    pub async fn namespaces(&self) -> Result<Vec<NamespaceView>, ClientError> {
+        self.get("/v1/namespaces").await
+    }
+
+    /// `GET /v1/namespaces/{ns}/changes`: from `cursor`, or a bootstrap.
+    pub async fn changes(
+        &self,
+        ns: NamespaceId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ChangesPage, ClientError> {
+        let mut q = format!("/v1/namespaces/{ns}/changes?limit={limit}");
+        if let Some(c) = cursor {
+            q.push_str("&cursor=");
+            q.push_str(c);
+        }
+        self.get(&q).await
+    }
+
+    /// The live files of the folder under `prefix` (the snapshot pages of a
+    /// bootstrap), in path order.
+    pub async fn list(
+        &self,
+        ns: NamespaceId,
+        prefix: Option<&str>,
+    ) -> Result<Vec<driftless_protocol::ChangeEntry>, ClientError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = reqwest::Url::parse(&format!("{}/v1/namespaces/{ns}/changes", self.base))
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            url.query_pairs_mut().append_pair("limit", "1000");
+            if let Some(p) = prefix {
+                url.query_pairs_mut().append_pair("prefix", p);
+            }
+            if let Some(c) = &cursor {
+                url.query_pairs_mut().append_pair("cursor", c);
+            }
+            let page: ChangesPage = self.call(self.http.get(url)).await?;
+            if !page.snapshot {
+                break;
+            }
+            out.extend(page.entries);
+            if !page.has_more {
+                break;
+            }
+            cursor = Some(page.cursor);
+        }
+        Ok(out)
+    }
+
+    /// `GET /v1/namespaces/{ns}/changes/wait`: returns when the folder
+    /// moves past `cursor`, or after about `timeout_s`.
+    pub async fn wait(
+        &self,
+        ns: NamespaceId,
+        cursor: &str,
+        timeout_s: u64,
+    ) -> Result<WaitResponse, ClientError> {
+        self.get(&format!(
+            "/v1/namespaces/{ns}/changes/wait?cursor={cursor}&timeout={timeout_s}"
+        ))
+        .await
+    }
+
+    /// `POST /v1/namespaces/{ns}/cursor`: what this device has applied.
+    pub async fn report_cursor(&self, ns: NamespaceId, cursor: &str) -> Result<(), ClientError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/namespaces/{ns}/cursor", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "cursor": cursor }))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        Err(refusal(status, &resp.bytes().await?))
+    }
+
+    /// `GET /v1/namespaces/{ns}/manifest`: a version's chunks with presigned
+    /// ranged GETs (the live version when `rev` is `None`).
+    pub async fn manifest(
+        &self,
+        ns: NamespaceId,
+        path: &str,
+        rev: Option<Rev>,
+    ) -> Result<DownloadManifest, ClientError> {
+        let mut url = reqwest::Url::parse(&format!("{}/v1/namespaces/{ns}/manifest", self.base))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        url.query_pairs_mut().append_pair("path", path);
+        if let Some(r) = rev {
+            url.query_pairs_mut().append_pair("rev", &r.0.to_string());
+        }
+        self.call(self.http.get(url)).await
+    }
+
+    /// `GET /v1/namespaces/{ns}/versions`: a file's history, newest first.
+    pub async fn versions(
+        &self,
+        ns: NamespaceId,
+        path: &str,
+    ) -> Result<Vec<VersionView>, ClientError> {
+        let mut url = reqwest::Url::parse(&format!("{}/v1/namespaces/{ns}/versions", self.base))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        url.query_pairs_mut().append_pair("path", path);
+        self.call(self.http.get(url)).await
+    }
+
+    /// `POST /v1/namespaces/{ns}/restore`.
+    pub async fn restore(
+        &self,
+        ns: NamespaceId,
+        req: &RestoreRequest,
+    ) -> Result<Outcome, ClientError> {
+        self.post(&format!("/v1/namespaces/{ns}/restore"), req)
+            .await
+    }
+
+    /// GETs a presigned range (sent with its signed headers, never logged).
+    pub async fn fetch_range(&self, range: &FetchRange) -> Result<Bytes, ClientError> {
+        let mut req = self.http.get(&range.url);
+        for (k, v) in &range.headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Storage { part: 0, status });
+        }
+        Ok(resp.bytes().await?)
     }
 
     /// `POST /v1/namespaces/{ns}/uploads`.

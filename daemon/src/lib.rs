@@ -8,9 +8,23 @@
 //! It talks to the API over HTTP and to S3 only through presigned URLs: no
 //! server-side crate (SQL, S3 SDK, Kafka) is linked.
 
+pub mod download;
 pub mod hash;
 pub mod http;
+pub mod local;
+pub mod progress;
+pub mod run;
+pub mod scan;
+pub mod state;
+pub mod sync;
 pub mod upload;
 
 pub use http::{ApiClient, ClientError};
 pub use upload::{UploadOptions, UploadReport, upload_file};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -5,6 +5,7 @@
 //! No I/O: no network, no storage, no clock. Everything here is a value that
 //! serializes to and from JSON the same way on the server and on the client.
 
+mod accounts;
 mod changes;
 mod cursor;
 mod digest;
@@ -14,6 +15,9 @@ mod ids;
 mod path;
 mod upload;
 
+pub use accounts::{
+    CreateNamespace, LoginRequest, LoginResponse, NamespaceView, RestoreRequest, VersionView,
+};
 pub use changes::{ChangeEntry, ChangeKind, ChangesPage, JournalEvent, WaitResponse};
 pub use cursor::{Cursor, CursorError, CursorKey, Position};
 pub use digest::{ChunkHash, ContentHash, DigestError};

@@ -8,11 +8,11 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use driftless_protocol::{
-    ContentHash, DeviceId, ErrorCode, NamespaceId, OpId, Outcome, Rev, SyncPath,
+    DeviceId, ErrorCode, NamespaceId, Outcome, RestoreRequest, SyncPath, VersionView,
 };
 use driftless_store::meta::commit::{Commit, FileChange, commit};
 use driftless_store::meta::versions;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -30,28 +30,6 @@ pub fn router() -> Router<AppState> {
 struct HistoryQuery {
     path: String,
     limit: Option<u32>,
-}
-
-/// One version as listed.
-#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
-pub struct VersionView {
-    /// Revision.
-    pub rev: Rev,
-    /// A tombstone?
-    pub deleted: bool,
-    /// Size.
-    pub size: u64,
-    /// Content hash.
-    pub content_hash: Option<ContentHash>,
-    /// Modification time (ms).
-    pub mtime_ms: i64,
-    /// For a move, the old path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub moved_from: Option<String>,
-    /// The writing device.
-    pub device_id: Option<DeviceId>,
-    /// Commit time (ms).
-    pub committed_at_ms: i64,
 }
 
 fn parse(ns: &str, path: &str) -> ApiResult<(NamespaceId, SyncPath)> {
@@ -85,19 +63,6 @@ async fn list(
             })
             .collect(),
     ))
-}
-
-/// `POST /v1/namespaces/{ns}/restore` body.
-#[derive(Serialize, Deserialize)]
-pub struct RestoreRequest {
-    /// Client operation id.
-    pub op_id: OpId,
-    /// The file.
-    pub path: String,
-    /// The revision whose content comes back.
-    pub rev: Rev,
-    /// The current revision the client saw (`None` if the file is deleted).
-    pub base_rev: Option<Rev>,
 }
 
 async fn restore(

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
-use driftless_protocol::{ErrorCode, NamespaceId};
+use driftless_protocol::{CreateNamespace, ErrorCode, NamespaceView};
 use driftless_store::meta::accounts::{self, Role};
 use serde::{Deserialize, Serialize};
 
@@ -12,19 +12,6 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::state::AppState;
-
-/// One folder as the caller sees it.
-#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
-pub struct NamespaceView {
-    /// Id.
-    pub id: NamespaceId,
-    /// Name.
-    pub name: String,
-    /// The caller's home folder?
-    pub home: bool,
-    /// `owner`, `editor` or `viewer`.
-    pub role: String,
-}
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -48,13 +35,6 @@ async fn list(
             })
             .collect(),
     ))
-}
-
-/// `POST /v1/namespaces` body: a new shared folder owned by the caller.
-#[derive(Serialize, Deserialize)]
-pub struct CreateNamespace {
-    /// Display name (1 to 255 bytes).
-    pub name: String,
 }
 
 async fn create(

@@ -1,0 +1,396 @@
+//! The synced folder on disk, confined: every path the daemon writes comes
+//! from a validated [`SyncPath`] and lands inside the root, whatever the
+//! server sends. A component that exists as a symlink, or as a file where a
+//! folder should be, stops the write (a symlink could lead outside).
+//!
+//! Files arrive through a temporary file in their own folder
+//! (`.driftless-partial-*`, a name no [`SyncPath`] can take), fsynced, then
+//! renamed into place: a crash leaves either the old file or the new one at
+//! the path, never a part of one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use driftless_protocol::SyncPath;
+
+/// Prefix of the daemon's temporary files.
+pub const PARTIAL_PREFIX: &str = ".driftless-partial-";
+/// The daemon's own folder at the root (state, logs).
+pub const STATE_DIR: &str = ".driftless";
+
+/// What the file system says about a file: the scanner's change test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number (0 where there is none).
+    pub inode: u64,
+}
+
+impl LocalStat {
+    /// From metadata.
+    pub fn of(m: &fs::Metadata) -> Self {
+        let mtime_ns = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i64);
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            size: m.len(),
+            mtime_ns,
+            inode,
+        }
+    }
+}
+
+/// Why a path cannot be used locally.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// A component on the way is a symlink or not a folder.
+    #[error("{path}: {why}")]
+    Unsafe {
+        /// The sync path.
+        path: String,
+        /// What is in the way.
+        why: &'static str,
+    },
+    /// The file system refused.
+    #[error("{path}: {source}")]
+    Io {
+        /// The sync path.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl LocalError {
+    fn io(path: &SyncPath, source: io::Error) -> Self {
+        Self::Io {
+            path: path.as_str().to_owned(),
+            source,
+        }
+    }
+}
+
+/// The root of a synced folder.
+#[derive(Clone, Debug)]
+pub struct Root {
+    dir: PathBuf,
+}
+
+impl Root {
+    /// The folder at `dir` (created if missing), canonicalized.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.canonicalize()?,
+        })
+    }
+
+    /// The root folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where `p` lives on disk (no check; see [`Root::prepare`]).
+    pub fn path_of(&self, p: &SyncPath) -> PathBuf {
+        let mut out = self.dir.clone();
+        for c in p.components() {
+            out.push(c);
+        }
+        out
+    }
+
+    /// The sync path of a file under the root, if it can be one.
+    pub fn sync_path(&self, local: &Path) -> Option<SyncPath> {
+        let rel = local.strip_prefix(&self.dir).ok()?;
+        let mut parts = Vec::new();
+        for c in rel.components() {
+            match c {
+                std::path::Component::Normal(s) => parts.push(s.to_str()?),
+                _ => return None,
+            }
+        }
+        SyncPath::from_local(&parts.join("/")).ok()
+    }
+
+    /// Checks every folder on the way to `p` (creating missing ones) and
+    /// that `p` itself is not a symlink or a folder; returns its disk path.
+    pub fn prepare(&self, p: &SyncPath) -> Result<PathBuf, LocalError> {
+        let mut at = self.dir.clone();
+        let comps: Vec<&str> = p.components().collect();
+        let (last, folders) = comps.split_last().ok_or_else(|| LocalError::Unsafe {
+            path: p.as_str().into(),
+            why: "empty path",
+        })?;
+        for c in folders {
+            at.push(c);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(LocalError::Unsafe {
+                        path: p.as_str().into(),
+                        why: "a folder on the way is a symlink",
+                    });
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(LocalError::Unsafe {
+                        path: p.as_str().into(),
+                        why: "a file stands where a folder should be",
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&at).map_err(|e| LocalError::io(p, e))?;
+                }
+                Err(e) => return Err(LocalError::io(p, e)),
+            }
+        }
+        at.push(last);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => Err(LocalError::Unsafe {
+                path: p.as_str().into(),
+                why: "the file is a symlink",
+            }),
+            Ok(m) if m.is_dir() => Err(LocalError::Unsafe {
+                path: p.as_str().into(),
+                why: "a folder stands where the file should be",
+            }),
+            _ => Ok(at),
+        }
+    }
+
+    /// The file at `p` if it is a regular file (not a symlink).
+    pub fn stat(&self, p: &SyncPath) -> Option<LocalStat> {
+        let m = fs::symlink_metadata(self.path_of(p)).ok()?;
+        m.is_file().then(|| LocalStat::of(&m))
+    }
+
+    /// A new temporary file next to where `p` goes.
+    pub fn temp_for(&self, p: &SyncPath) -> Result<(PathBuf, File), LocalError> {
+        let target = self.prepare(p)?;
+        let dir = target.parent().unwrap_or(&self.dir).to_owned();
+        for _ in 0..16 {
+            let name = format!("{PARTIAL_PREFIX}{:016x}", rand::random::<u64>());
+            let tmp = dir.join(name);
+            match OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(f) => return Ok((tmp, f)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(LocalError::io(p, e)),
+            }
+        }
+        Err(LocalError::io(
+            p,
+            io::Error::other("no free temporary name"),
+        ))
+    }
+
+    /// Moves a finished temporary file to `p` (fsynced first, and the folder
+    /// after), setting its modification time.
+    pub fn install(
+        &self,
+        tmp: &Path,
+        file: File,
+        p: &SyncPath,
+        mtime_ms: i64,
+    ) -> Result<LocalStat, LocalError> {
+        let when = UNIX_EPOCH + Duration::from_millis(mtime_ms.max(0) as u64);
+        file.set_modified(when).map_err(|e| LocalError::io(p, e))?;
+        file.sync_all().map_err(|e| LocalError::io(p, e))?;
+        drop(file);
+        let target = self.prepare(p)?;
+        fs::rename(tmp, &target).map_err(|e| LocalError::io(p, e))?;
+        sync_dir(target.parent().unwrap_or(&self.dir));
+        let m = fs::symlink_metadata(&target).map_err(|e| LocalError::io(p, e))?;
+        Ok(LocalStat::of(&m))
+    }
+
+    /// Removes the file at `p` and then any folders it leaves empty.
+    pub fn remove(&self, p: &SyncPath) -> Result<(), LocalError> {
+        let target = self.prepare(p)?;
+        match fs::remove_file(&target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LocalError::io(p, e)),
+        }
+        self.prune(target.parent());
+        Ok(())
+    }
+
+    /// Renames `from` to `to` (both confined); `to` must not exist.
+    pub fn rename(&self, from: &SyncPath, to: &SyncPath) -> Result<LocalStat, LocalError> {
+        let src = self.prepare(from)?;
+        let dst = self.prepare(to)?;
+        if fs::symlink_metadata(&dst).is_ok() {
+            return Err(LocalError::Unsafe {
+                path: to.as_str().into(),
+                why: "something is already there",
+            });
+        }
+        fs::rename(&src, &dst).map_err(|e| LocalError::io(from, e))?;
+        sync_dir(dst.parent().unwrap_or(&self.dir));
+        self.prune(src.parent());
+        let m = fs::symlink_metadata(&dst).map_err(|e| LocalError::io(to, e))?;
+        Ok(LocalStat::of(&m))
+    }
+
+    /// Removes empty folders from `dir` up to (not including) the root.
+    fn prune(&self, mut dir: Option<&Path>) {
+        while let Some(d) = dir {
+            if d == self.dir || !d.starts_with(&self.dir) || fs::remove_dir(d).is_err() {
+                return;
+            }
+            dir = d.parent();
+        }
+    }
+}
+
+/// fsyncs a folder so a rename in it survives a crash (best effort).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// `name (conflicted copy from <device> <yyyy-mm-dd>).ext` next to `p`,
+/// numbered if that is taken too (`exists` says whether a path is taken).
+pub fn conflicted_copy(
+    p: &SyncPath,
+    device: &str,
+    now: SystemTime,
+    exists: impl Fn(&SyncPath) -> bool,
+) -> Option<SyncPath> {
+    let name = p.file_name();
+    // A leading dot is part of the stem (".bashrc"), not an extension.
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let day = date(now);
+    let device: String = device
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '/' | '\\'))
+        .take(64)
+        .collect();
+    for n in 1..1000 {
+        let suffix = if n == 1 {
+            String::new()
+        } else {
+            format!(" {n}")
+        };
+        let candidate = format!("{stem} (conflicted copy from {device} {day}{suffix}){ext}");
+        let full = match p.parent() {
+            Some(parent) => parent.join(&candidate).ok(),
+            None => SyncPath::parse(&candidate).ok(),
+        };
+        if let Some(full) = full
+            && !exists(&full)
+        {
+            return Some(full);
+        }
+    }
+    None
+}
+
+/// `yyyy-mm-dd` (UTC) of a time.
+fn date(t: SystemTime) -> String {
+    let days = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> SyncPath {
+        SyncPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(date(UNIX_EPOCH), "1970-01-01");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_384_451);
+        assert_eq!(date(t), "2026-11-22");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(date(leap), "2000-02-29");
+    }
+
+    #[test]
+    fn conflicted_copies_keep_the_extension_and_number_themselves() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_384_451);
+        let c = conflicted_copy(&p("docs/report.txt"), "laptop", t, |_| false).unwrap();
+        assert_eq!(
+            c.as_str(),
+            "docs/report (conflicted copy from laptop 2026-11-22).txt"
+        );
+        let c = conflicted_copy(&p(".bashrc"), "pc", t, |_| false).unwrap();
+        assert_eq!(c.as_str(), ".bashrc (conflicted copy from pc 2026-11-22)");
+        let taken = "a (conflicted copy from pc 2026-11-22)";
+        let c = conflicted_copy(&p("a"), "pc", t, |q| q.as_str() == taken).unwrap();
+        assert_eq!(c.as_str(), "a (conflicted copy from pc 2026-11-22 2)");
+        // A device name cannot smuggle in a separator.
+        let c = conflicted_copy(&p("a.md"), "x/../y", t, |_| false).unwrap();
+        assert_eq!(c.as_str(), "a (conflicted copy from x..y 2026-11-22).md");
+    }
+
+    #[test]
+    fn writes_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        // A symlinked folder inside the root pointing outside is refused.
+        std::os::unix::fs::symlink(outside.path(), root.dir().join("link")).unwrap();
+        assert!(matches!(
+            root.prepare(&p("link/evil.txt")),
+            Err(LocalError::Unsafe { .. })
+        ));
+        assert!(matches!(
+            root.temp_for(&p("link/evil.txt")),
+            Err(LocalError::Unsafe { .. })
+        ));
+        // A symlink at the file's own path is not followed either.
+        std::os::unix::fs::symlink(outside.path().join("f"), root.dir().join("f")).unwrap();
+        assert!(matches!(
+            root.prepare(&p("f")),
+            Err(LocalError::Unsafe { .. })
+        ));
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // Ordinary nested paths are created.
+        let (tmp, f) = root.temp_for(&p("a/b/c.txt")).unwrap();
+        let st = root
+            .install(&tmp, f, &p("a/b/c.txt"), 1_700_000_000_000)
+            .unwrap();
+        assert_eq!(st.size, 0);
+        assert_eq!(
+            root.sync_path(&root.dir().join("a/b/c.txt")),
+            Some(p("a/b/c.txt"))
+        );
+        root.remove(&p("a/b/c.txt")).unwrap();
+        assert!(!root.dir().join("a").exists(), "empty folders pruned");
+    }
+}

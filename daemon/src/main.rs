@@ -1,0 +1,514 @@
+//! `driftless`: the desktop client.
+//!
+//! ```text
+//! driftless login --server http://127.0.0.1:8440 --user alice --password-stdin
+//! driftless sync ~/Driftless            # foreground: initial pass, then follow both sides
+//! driftless status ~/Driftless          # pending changes, last pass, conflicts
+//! driftless upload big.iso backups/big.iso   # resumable: run it again after a kill
+//! driftless download backups/big.iso big.iso # resumable too
+//! driftless ls backups/
+//! driftless history notes/todo.md       # a file's versions
+//! driftless restore notes/todo.md 42    # bring revision 42 back
+//! ```
+//!
+//! Credentials live in `$DRIFTLESS_CONFIG_DIR` (default
+//! `$XDG_CONFIG_HOME/driftless` or `~/.config/driftless`), file mode 0600;
+//! `DRIFTLESS_SERVER` and `DRIFTLESS_TOKEN` override them.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use driftless_daemon::http::ApiClient;
+use driftless_daemon::local::{Root, STATE_DIR};
+use driftless_daemon::run::{RunOptions, run};
+use driftless_daemon::scan::{Ignore, scan};
+use driftless_daemon::state::State;
+use driftless_daemon::sync::{CURSOR_KEY, Syncer};
+use driftless_protocol::{LoginRequest, NamespaceId, Outcome, RestoreRequest, Rev};
+use serde::{Deserialize, Serialize};
+
+mod transfer;
+
+#[derive(Parser)]
+#[command(
+    name = "driftless",
+    version,
+    about = "Keep a folder in sync with a driftless server"
+)]
+struct Cli {
+    /// Machine-readable output (JSON lines).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign this device in and store its token (mode 0600).
+    Login {
+        /// Server URL, e.g. http://127.0.0.1:8440.
+        #[arg(long)]
+        server: String,
+        /// User name.
+        #[arg(long)]
+        user: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// This device's name (shown in conflicted copies).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Keep DIR in sync (foreground; Ctrl-C stops).
+    Sync {
+        /// The folder.
+        dir: PathBuf,
+        /// The folder's namespace on the server (default: your home).
+        #[arg(long)]
+        namespace: Option<u64>,
+        /// One pass, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// What is pending in DIR, when it last synced, and the conflicts.
+    Status {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// Uploads FILE as REMOTE (replacing it); resumes after a kill.
+    Upload {
+        /// The local file.
+        file: PathBuf,
+        /// Its path in the folder on the server.
+        remote: String,
+        /// Namespace (default: your home).
+        #[arg(long)]
+        namespace: Option<u64>,
+    },
+    /// Downloads REMOTE to FILE; resumes after a kill.
+    Download {
+        /// The file's path in the folder on the server.
+        remote: String,
+        /// Where to write it.
+        file: PathBuf,
+        /// An earlier revision instead of the live one.
+        #[arg(long)]
+        rev: Option<u64>,
+        /// Namespace (default: your home).
+        #[arg(long)]
+        namespace: Option<u64>,
+    },
+    /// Lists the files on the server (under PREFIX).
+    Ls {
+        /// A folder prefix, e.g. `photos/`.
+        prefix: Option<String>,
+        /// Namespace (default: your home).
+        #[arg(long)]
+        namespace: Option<u64>,
+    },
+    /// A file's versions on the server.
+    History {
+        /// The file's path in the folder.
+        path: String,
+        /// Namespace (default: your home).
+        #[arg(long)]
+        namespace: Option<u64>,
+    },
+    /// Brings an earlier revision of a file back as its newest version.
+    Restore {
+        /// The file's path in the folder.
+        path: String,
+        /// The revision to bring back.
+        rev: u64,
+        /// Namespace (default: your home).
+        #[arg(long)]
+        namespace: Option<u64>,
+    },
+}
+
+/// What `login` stores.
+#[derive(Serialize, Deserialize)]
+struct Credentials {
+    server: String,
+    token: String,
+    device_name: String,
+}
+
+fn config_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DRIFTLESS_CONFIG_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(d).join("driftless");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".config").join("driftless")
+}
+
+fn credentials() -> anyhow::Result<Credentials> {
+    let stored: Option<Credentials> = std::fs::read(config_dir().join("credentials.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let server = std::env::var("DRIFTLESS_SERVER")
+        .ok()
+        .or_else(|| stored.as_ref().map(|c| c.server.clone()));
+    let token = std::env::var("DRIFTLESS_TOKEN")
+        .ok()
+        .or_else(|| stored.as_ref().map(|c| c.token.clone()));
+    match (server, token) {
+        (Some(server), Some(token)) => Ok(Credentials {
+            server,
+            token,
+            device_name: stored.map(|c| c.device_name).unwrap_or_else(default_device),
+        }),
+        _ => bail!("not signed in: run `driftless login --server URL --user NAME` first"),
+    }
+}
+
+fn default_device() -> String {
+    std::env::var("DRIFTLESS_DEVICE")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "this device".into())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+async fn home_namespace(api: &ApiClient, given: Option<u64>) -> anyhow::Result<NamespaceId> {
+    if let Some(n) = given {
+        return Ok(NamespaceId(n));
+    }
+    api.namespaces()
+        .await?
+        .into_iter()
+        .find(|n| n.home)
+        .map(|n| n.id)
+        .context("the server lists no home folder for this user")
+}
+
+/// The journal of `upload` sessions, private to this user.
+fn transfers_db() -> anyhow::Result<PathBuf> {
+    let dir = config_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(dir.join("transfers.db"))
+}
+
+/// Holds the folder's lock for as long as the process runs: two daemons
+/// on one folder would undo each other's work.
+fn lock_folder(root: &Root) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.dir().join(STATE_DIR).join("lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!(
+                "another driftless is already syncing {}",
+                root.dir().display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+fn open_state(root: &Root) -> anyhow::Result<Arc<State>> {
+    let dir = root.dir().join(STATE_DIR);
+    std::fs::create_dir_all(&dir)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(Arc::new(State::open(&dir.join("state.db"))?))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match cli.command {
+        Command::Login {
+            server,
+            user,
+            password_stdin,
+            device,
+        } => {
+            let mut password = String::new();
+            if !password_stdin && std::io::stdin().is_terminal() {
+                eprint!("password for {user}: ");
+            }
+            std::io::stdin().read_to_string(&mut password)?;
+            let device_name = device.unwrap_or_else(default_device);
+            let r = ApiClient::login(
+                &server,
+                &LoginRequest {
+                    user,
+                    password: password.trim_end_matches(['\r', '\n']).to_owned(),
+                    device_name: device_name.clone(),
+                },
+            )
+            .await?;
+            let file = config_dir().join("credentials.json");
+            let creds = Credentials {
+                server,
+                token: r.token,
+                device_name,
+            };
+            write_private(&file, &serde_json::to_vec_pretty(&creds)?)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"device_id": r.device_id, "credentials": file})
+                );
+            } else {
+                println!(
+                    "signed in as device {} (token in {})",
+                    r.device_id,
+                    file.display()
+                );
+            }
+        }
+        Command::Sync {
+            dir,
+            namespace,
+            once,
+        } => {
+            let creds = credentials()?;
+            let api = ApiClient::new(&creds.server, &creds.token);
+            let root = Root::open(&dir)?;
+            let state = open_state(&root)?;
+            let _lock = lock_folder(&root)?;
+            let ns = match (namespace, state.get("namespace")?) {
+                (Some(n), _) => NamespaceId(n),
+                (None, Some(n)) => NamespaceId(n.parse()?),
+                (None, None) => home_namespace(&api, None).await?,
+            };
+            if let Some(prev) = state.get("namespace")?
+                && prev != ns.0.to_string()
+            {
+                bail!("{} already syncs namespace {prev}", root.dir().display());
+            }
+            state.set("namespace", &ns.0.to_string())?;
+            let syncer = Syncer::new(api, ns, root, state.clone(), &creds.device_name);
+            let json = cli.json;
+            let report = move |r: &Result<driftless_daemon::sync::PassReport, _>| {
+                let _ = state.set("last_pass_ms", &driftless_daemon::now_ms().to_string());
+                match r {
+                    Ok(rep) if json => {
+                        println!("{}", serde_json::to_string(rep).unwrap_or_default())
+                    }
+                    Ok(rep) if rep.changed() || !rep.problems.is_empty() => eprintln!(
+                        "synced: {} down, {} up, {} deleted here, {} deleted there, {} moved, {} conflicts{}",
+                        rep.downloaded,
+                        rep.uploaded,
+                        rep.deleted_here,
+                        rep.deleted_there,
+                        rep.moved,
+                        rep.conflicts,
+                        if rep.problems.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} problems", rep.problems.len())
+                        }
+                    ),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("sync failed: {e}"),
+                }
+            };
+            if once {
+                let report = report;
+                let r = syncer.pass().await;
+                report(&r);
+                r?;
+            } else {
+                run(
+                    syncer,
+                    RunOptions::default(),
+                    async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    },
+                    report,
+                )
+                .await;
+            }
+        }
+        Command::Status { dir } => {
+            let root = Root::open(&dir)?;
+            let state = open_state(&root)?;
+            let synced = state.all_synced()?;
+            let found = scan(&root, &Ignore::load(&root));
+            let mut changed = Vec::new();
+            let mut present = std::collections::HashSet::new();
+            for f in &found.files {
+                present.insert(f.path.clone());
+                match synced.iter().find(|s| s.path == f.path) {
+                    Some(s) if s.stat == f.stat => {}
+                    Some(_) => changed.push(format!("modified {}", f.path)),
+                    None => changed.push(format!("new      {}", f.path)),
+                }
+            }
+            for s in &synced {
+                if !present.contains(&s.path) {
+                    changed.push(format!("deleted  {}", s.path));
+                }
+            }
+            let conflicts = state.conflicts()?;
+            let last = state.get("last_pass_ms")?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "folder": root.dir(),
+                        "namespace": state.get("namespace")?,
+                        "synced_files": synced.len(),
+                        "pending": changed,
+                        "last_pass_ms": last.and_then(|l| l.parse::<i64>().ok()),
+                        "bootstrapped": state.get(CURSOR_KEY)?.is_some(),
+                        "conflicts": conflicts.iter().map(|(c, o, at)| serde_json::json!({"copy": c, "of": o, "at_ms": at})).collect::<Vec<_>>(),
+                        "skipped": found.skipped.iter().map(|(p, why)| serde_json::json!({"path": p, "why": why})).collect::<Vec<_>>(),
+                    })
+                );
+            } else {
+                println!("{}: {} files in sync", root.dir().display(), synced.len());
+                match last.and_then(|l| l.parse::<i64>().ok()) {
+                    Some(ms) => println!(
+                        "last pass {} s ago",
+                        (driftless_daemon::now_ms() - ms) / 1000
+                    ),
+                    None => println!("never synced"),
+                }
+                for c in &changed {
+                    println!("pending  {c}");
+                }
+                for (copy, of, _) in &conflicts {
+                    println!("conflict {copy} (from {of})");
+                }
+                for (p, why) in &found.skipped {
+                    println!("skipped  {p}: {why}");
+                }
+            }
+        }
+        Command::Upload {
+            file,
+            remote,
+            namespace,
+        } => {
+            let creds = credentials()?;
+            let api = ApiClient::new(&creds.server, &creds.token);
+            let ns = home_namespace(&api, namespace).await?;
+            let journal = Arc::new(State::open(&transfers_db()?)?);
+            transfer::upload(&api, ns, &file, &remote, journal, cli.json).await?;
+        }
+        Command::Download {
+            remote,
+            file,
+            rev,
+            namespace,
+        } => {
+            let creds = credentials()?;
+            let api = ApiClient::new(&creds.server, &creds.token);
+            let ns = home_namespace(&api, namespace).await?;
+            transfer::download(&api, ns, &remote, rev, &file, cli.json).await?;
+        }
+        Command::Ls { prefix, namespace } => {
+            let creds = credentials()?;
+            let api = ApiClient::new(&creds.server, &creds.token);
+            let ns = home_namespace(&api, namespace).await?;
+            transfer::ls(&api, ns, prefix.as_deref(), cli.json).await?;
+        }
+        Command::History { path, namespace } => {
+            let creds = credentials()?;
+            let api = ApiClient::new(&creds.server, &creds.token);
+            let ns = home_namespace(&api, namespace).await?;
+            let versions = api.versions(ns, &path).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&versions)?);
+            } else {
+                for v in versions {
+                    println!(
+                        "rev {:>8}  {}  {:>12} bytes  device {}",
+                        v.rev.0,
+                        if v.deleted { "deleted" } else { "       " },
+                        v.size,
+                        v.device_id.map_or("-".into(), |d| d.0.to_string())
+                    );
+                }
+            }
+        }
+        Command::Restore {
+            path,
+            rev,
+            namespace,
+        } => {
+            let creds = credentials()?;
+            let api = ApiClient::new(&creds.server, &creds.token);
+            let ns = home_namespace(&api, namespace).await?;
+            let current = api
+                .versions(ns, &path)
+                .await?
+                .into_iter()
+                .next()
+                .filter(|v| !v.deleted)
+                .map(|v| v.rev);
+            let outcome = api
+                .restore(
+                    ns,
+                    &RestoreRequest {
+                        op_id: format!("restore-{:016x}", rand_u64())
+                            .parse()
+                            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+                        path: path.clone(),
+                        rev: Rev(rev),
+                        base_rev: current,
+                    },
+                )
+                .await?;
+            match outcome {
+                Outcome::Committed { rev: new, .. } => {
+                    if cli.json {
+                        println!("{}", serde_json::json!({"restored": rev, "rev": new}));
+                    } else {
+                        println!("{path}: revision {rev} is back as revision {}", new.0);
+                    }
+                }
+                other => bail!("not restored: {other:?}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}

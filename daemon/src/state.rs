@@ -1,0 +1,467 @@
+//! The daemon's local state, in SQLite under `ROOT/.driftless/state.db`:
+//! what each synced file was when it last matched the server (the base of
+//! every three-way decision), where each of its chunks sits (so downloads
+//! reuse local bytes), the cursor, and the operation id of each pending
+//! upload (so a retry after a crash is recognised by the server).
+//!
+//! WAL with `synchronous = FULL`: a recorded state survives kill -9.
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use driftless_protocol::{ChunkHash, ContentHash, Rev, SyncPath};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::local::LocalStat;
+
+/// What a synced file was when it last matched the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synced {
+    /// The file.
+    pub path: SyncPath,
+    /// The server revision it is.
+    pub rev: Rev,
+    /// Its content hash.
+    pub content_hash: ContentHash,
+    /// Its size, mtime and inode as last seen.
+    pub stat: LocalStat,
+}
+
+/// Where a chunk's bytes are in a local file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalChunk {
+    /// The file.
+    pub path: SyncPath,
+    /// Byte offset.
+    pub offset: u64,
+    /// Length.
+    pub len: u32,
+}
+
+/// A part of an upload session as it was cut: chunks `start..end` of the
+/// batch's needed chunks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedPart {
+    /// Part number.
+    pub part_number: u32,
+    /// First chunk index.
+    pub start: u64,
+    /// One past the last chunk index.
+    pub end: u64,
+}
+
+/// An upload session written down before its first part was sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedUpload {
+    /// The session.
+    pub upload_id: driftless_protocol::UploadId,
+    /// The chunks the server asked for.
+    pub needed: Vec<ChunkHash>,
+    /// The part size in use.
+    pub part_size: u64,
+    /// The parts cut so far.
+    pub parts: Vec<SavedPart>,
+}
+
+/// The state database.
+pub struct State {
+    conn: Mutex<Connection>,
+}
+
+/// A state database error.
+pub type StateError = rusqlite::Error;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path         TEXT PRIMARY KEY,
+    rev          INTEGER NOT NULL,
+    content_hash BLOB NOT NULL,
+    size         INTEGER NOT NULL,
+    mtime_ns     INTEGER NOT NULL,
+    inode        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    path   TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    hash   BLOB NOT NULL,
+    len    INTEGER NOT NULL,
+    PRIMARY KEY (path, offset)
+);
+CREATE INDEX IF NOT EXISTS chunks_hash ON chunks (hash);
+CREATE TABLE IF NOT EXISTS pending (
+    path         TEXT PRIMARY KEY,
+    op_id        TEXT NOT NULL,
+    digest       BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    key       BLOB PRIMARY KEY,
+    upload_id TEXT NOT NULL,
+    needed    BLOB NOT NULL,
+    part_size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upload_parts (
+    upload_id   TEXT NOT NULL,
+    part_number INTEGER NOT NULL,
+    start       INTEGER NOT NULL,
+    end         INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, part_number)
+);
+CREATE TABLE IF NOT EXISTS conflicts (
+    path     TEXT PRIMARY KEY,
+    original TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL
+);
+";
+
+fn path_of(s: String) -> rusqlite::Result<SyncPath> {
+    SyncPath::parse(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn hash32(b: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
+    <[u8; 32]>::try_from(b).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "hash of the wrong length".into(),
+        )
+    })
+}
+
+impl State {
+    /// Opens (creating) the state database at `file`.
+    pub fn open(file: &Path) -> Result<Self, StateError> {
+        let conn = Connection::open(file)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let mut c = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut c)
+    }
+
+    /// A value of the `meta` table.
+    pub fn get(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Sets a value of the `meta` table.
+    pub fn set(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The synced state of `p`.
+    pub fn synced(&self, p: &SyncPath) -> Result<Option<Synced>, StateError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT path, rev, content_hash, size, mtime_ns, inode FROM files WHERE path = ?1",
+                [p.as_str()],
+                row_synced,
+            )
+            .optional()
+        })
+    }
+
+    /// Every synced file, by path.
+    pub fn all_synced(&self) -> Result<Vec<Synced>, StateError> {
+        self.with(|c| {
+            let mut q = c.prepare(
+                "SELECT path, rev, content_hash, size, mtime_ns, inode FROM files ORDER BY path",
+            )?;
+            q.query_map([], row_synced)?.collect()
+        })
+    }
+
+    /// Records that `s.path` now matches the server at `s.rev`, with its
+    /// chunks (offsets and lengths, in file order), and clears its pending op.
+    pub fn record(&self, s: &Synced, chunks: &[(ChunkHash, u64, u32)]) -> Result<(), StateError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO files (path, rev, content_hash, size, mtime_ns, inode) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (path) DO UPDATE SET \
+                 rev = excluded.rev, content_hash = excluded.content_hash, size = excluded.size, \
+                 mtime_ns = excluded.mtime_ns, inode = excluded.inode",
+                params![
+                    s.path.as_str(),
+                    s.rev.0 as i64,
+                    s.content_hash.as_bytes().as_slice(),
+                    s.stat.size as i64,
+                    s.stat.mtime_ns,
+                    s.stat.inode as i64
+                ],
+            )?;
+            tx.execute("DELETE FROM chunks WHERE path = ?1", [s.path.as_str()])?;
+            {
+                let mut ins = tx.prepare(
+                    "INSERT OR REPLACE INTO chunks (path, offset, hash, len) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (hash, offset, len) in chunks {
+                    ins.execute(params![
+                        s.path.as_str(),
+                        *offset as i64,
+                        hash.as_bytes().as_slice(),
+                        *len
+                    ])?;
+                }
+            }
+            tx.execute("DELETE FROM pending WHERE path = ?1", [s.path.as_str()])?;
+            tx.commit()
+        })
+    }
+
+    /// Updates only the stat of a synced file (touched, same content).
+    pub fn restat(&self, p: &SyncPath, stat: LocalStat) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4 WHERE path = ?1",
+                params![
+                    p.as_str(),
+                    stat.size as i64,
+                    stat.mtime_ns,
+                    stat.inode as i64
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Forgets `p` (deleted on both sides).
+    pub fn forget(&self, p: &SyncPath) -> Result<(), StateError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM files WHERE path = ?1", [p.as_str()])?;
+            tx.execute("DELETE FROM chunks WHERE path = ?1", [p.as_str()])?;
+            tx.execute("DELETE FROM pending WHERE path = ?1", [p.as_str()])?;
+            tx.commit()
+        })
+    }
+
+    /// Local copies of `hash` (in synced files; verify before use).
+    pub fn chunk_sources(&self, hash: &ChunkHash) -> Result<Vec<LocalChunk>, StateError> {
+        self.with(|c| {
+            let mut q =
+                c.prepare("SELECT path, offset, len FROM chunks WHERE hash = ?1 LIMIT 4")?;
+            q.query_map([hash.as_bytes().as_slice()], |r| {
+                Ok(LocalChunk {
+                    path: path_of(r.get(0)?)?,
+                    offset: r.get::<_, i64>(1)? as u64,
+                    len: r.get(2)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The chunks of a synced file: hash, offset, length.
+    pub fn chunk_sources_of(&self, p: &SyncPath) -> Result<Vec<(ChunkHash, u64, u32)>, StateError> {
+        self.with(|c| {
+            let mut q =
+                c.prepare("SELECT hash, offset, len FROM chunks WHERE path = ?1 ORDER BY offset")?;
+            q.query_map([p.as_str()], |r| {
+                Ok((
+                    ChunkHash::from_bytes(hash32(r.get(0)?)?),
+                    r.get::<_, i64>(1)? as u64,
+                    r.get(2)?,
+                ))
+            })?
+            .collect()
+        })
+    }
+
+    /// The operation id for uploading `p` as `digest` (what, from which
+    /// base): the same one again after a crash, a new one if it changed.
+    pub fn op_for(&self, p: &SyncPath, digest: &[u8; 32]) -> Result<String, StateError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let existing: Option<(String, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT op_id, digest FROM pending WHERE path = ?1",
+                    [p.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let op = match existing {
+                Some((op, d)) if d == digest => op,
+                _ => {
+                    let op = format!("d{:032x}", rand::random::<u128>());
+                    tx.execute(
+                        "INSERT INTO pending (path, op_id, digest) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (path) DO UPDATE SET op_id = excluded.op_id, digest = excluded.digest",
+                        params![p.as_str(), op, digest.as_slice()],
+                    )?;
+                    op
+                }
+            };
+            tx.commit()?;
+            Ok(op)
+        })
+    }
+
+    /// The upload session saved for the batch `key`.
+    pub fn saved_upload(&self, key: &[u8; 32]) -> Result<Option<SavedUpload>, StateError> {
+        self.with(|c| {
+            let row: Option<(String, Vec<u8>, i64)> = c
+                .query_row(
+                    "SELECT upload_id, needed, part_size FROM uploads WHERE key = ?1",
+                    [key.as_slice()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((id, needed, part_size)) = row else {
+                return Ok(None);
+            };
+            let Ok(upload_id) = driftless_protocol::UploadId::try_from(id.clone()) else {
+                return Ok(None);
+            };
+            let needed = needed
+                .chunks_exact(32)
+                .filter_map(|b| <[u8; 32]>::try_from(b).ok())
+                .map(ChunkHash::from_bytes)
+                .collect();
+            let mut q = c.prepare(
+                "SELECT part_number, start, end FROM upload_parts WHERE upload_id = ?1 ORDER BY part_number",
+            )?;
+            let parts = q
+                .query_map([&id], |r| {
+                    Ok(SavedPart {
+                        part_number: r.get(0)?,
+                        start: r.get::<_, i64>(1)? as u64,
+                        end: r.get::<_, i64>(2)? as u64,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(Some(SavedUpload {
+                upload_id,
+                needed,
+                part_size: part_size as u64,
+                parts,
+            }))
+        })
+    }
+
+    /// Writes down a new upload session for the batch `key`.
+    pub fn save_upload(
+        &self,
+        key: &[u8; 32],
+        id: &driftless_protocol::UploadId,
+        needed: &[ChunkHash],
+        part_size: u64,
+    ) -> Result<(), StateError> {
+        let blob: Vec<u8> = needed.iter().flat_map(|h| *h.as_bytes()).collect();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO uploads (key, upload_id, needed, part_size) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (key) DO UPDATE SET upload_id = excluded.upload_id, \
+                 needed = excluded.needed, part_size = excluded.part_size",
+                params![key.as_slice(), id.as_str(), blob, part_size as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Writes down a part before it is registered.
+    pub fn save_upload_part(
+        &self,
+        id: &driftless_protocol::UploadId,
+        part_number: u32,
+        start: u64,
+        end: u64,
+    ) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO upload_parts (upload_id, part_number, start, end) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (upload_id, part_number) DO UPDATE SET start = excluded.start, end = excluded.end",
+                params![id.as_str(), part_number, start as i64, end as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Drops the saved session of batch `key` (committed or unusable).
+    pub fn forget_upload(&self, key: &[u8; 32]) -> Result<(), StateError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM upload_parts WHERE upload_id IN (SELECT upload_id FROM uploads WHERE key = ?1)",
+                [key.as_slice()],
+            )?;
+            tx.execute("DELETE FROM uploads WHERE key = ?1", [key.as_slice()])?;
+            tx.commit()
+        })
+    }
+
+    /// Upload sessions saved and not yet committed or dropped.
+    pub fn saved_upload_count(&self) -> Result<u64, StateError> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM uploads", [], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+    }
+
+    /// Paths with an operation not yet confirmed by the server.
+    pub fn pending(&self) -> Result<Vec<String>, StateError> {
+        self.with(|c| {
+            let mut q = c.prepare("SELECT path FROM pending ORDER BY path")?;
+            q.query_map([], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// Notes a conflicted copy made of `original`.
+    pub fn note_conflict(
+        &self,
+        copy: &SyncPath,
+        original: &SyncPath,
+        at_ms: i64,
+    ) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO conflicts (path, original, at_ms) VALUES (?1, ?2, ?3)",
+                params![copy.as_str(), original.as_str(), at_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Conflicted copies made, newest first: (copy, original, when).
+    pub fn conflicts(&self) -> Result<Vec<(String, String, i64)>, StateError> {
+        self.with(|c| {
+            let mut q =
+                c.prepare("SELECT path, original, at_ms FROM conflicts ORDER BY at_ms DESC")?;
+            q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+    }
+}
+
+fn row_synced(r: &rusqlite::Row<'_>) -> rusqlite::Result<Synced> {
+    Ok(Synced {
+        path: path_of(r.get(0)?)?,
+        rev: Rev(r.get::<_, i64>(1)? as u64),
+        content_hash: ContentHash::from_bytes(hash32(r.get(2)?)?),
+        stat: LocalStat {
+            size: r.get::<_, i64>(3)? as u64,
+            mtime_ns: r.get(4)?,
+            inode: r.get::<_, i64>(5)? as u64,
+        },
+    })
+}

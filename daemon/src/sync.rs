@@ -1,0 +1,270 @@
+//! The sync engine: one pass pulls the server's changes into the folder,
+//! pushes the folder's changes to the server, and pulls again.
+//!
+//! Every decision is three-way: the server's entry, the file on disk, and
+//! what the state database says the file was when both last agreed
+//! ([`Synced`]). A file whose stat still matches its synced record is
+//! "clean" and takes the server's changes; a "dirty" one is never
+//! overwritten: pushing it either commits (its base is current) or
+//! conflicts, and then the local edit becomes a conflicted copy next to
+//! the server's version. An edit beats a delete on either side.
+
+mod pull;
+mod push;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use driftless_protocol::{NamespaceId, SyncPath};
+
+use crate::download::DownloadError;
+use crate::hash::HashedFile;
+use crate::http::{ApiClient, ClientError};
+use crate::local::{LocalError, Root, conflicted_copy};
+use crate::scan::Ignore;
+use crate::state::{State, StateError, Synced};
+use crate::upload::{UploadError, UploadOptions};
+
+/// Why a pass stopped (per-file problems are counted, not raised).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The server could not be reached or refused the whole request.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The state database failed.
+    #[error("state: {0}")]
+    State(#[from] StateError),
+}
+
+impl SyncError {
+    /// Whether the next pass may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Client(e) => e.retryable(),
+            Self::State(_) => false,
+        }
+    }
+}
+
+/// What a pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PassReport {
+    /// Files downloaded (new or changed on the server).
+    pub downloaded: u64,
+    /// Files uploaded.
+    pub uploaded: u64,
+    /// Local files removed because the server deleted them.
+    pub deleted_here: u64,
+    /// Server files deleted because they were deleted here.
+    pub deleted_there: u64,
+    /// Moves applied (either way).
+    pub moved: u64,
+    /// Conflicted copies made.
+    pub conflicts: u64,
+    /// Bytes sent to storage.
+    pub bytes_up: u64,
+    /// Bytes fetched from storage.
+    pub bytes_down: u64,
+    /// Raw bytes reused from local files instead of fetched.
+    pub bytes_reused: u64,
+    /// Problems with single files (each retried next pass).
+    pub problems: Vec<String>,
+}
+
+impl PassReport {
+    /// Whether the pass changed anything on either side.
+    pub fn changed(&self) -> bool {
+        self.downloaded + self.uploaded + self.deleted_here + self.deleted_there + self.moved > 0
+    }
+}
+
+/// Keeps one folder in sync with one namespace.
+pub struct Syncer {
+    api: ApiClient,
+    ns: NamespaceId,
+    root: Root,
+    state: Arc<State>,
+    device: String,
+    opts: UploadOptions,
+    /// Whether the temporary files of an earlier, killed run were removed.
+    swept: std::sync::atomic::AtomicBool,
+}
+
+/// The state key of the journal cursor.
+pub const CURSOR_KEY: &str = "cursor";
+
+impl Syncer {
+    /// A syncer of `root` with namespace `ns`; `device` names conflicted copies.
+    pub fn new(
+        api: ApiClient,
+        ns: NamespaceId,
+        root: Root,
+        state: Arc<State>,
+        device: &str,
+    ) -> Self {
+        Self {
+            api,
+            ns,
+            root,
+            state,
+            device: device.to_owned(),
+            opts: UploadOptions::default(),
+            swept: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Upload options (part size, parallelism).
+    pub fn with_upload_options(mut self, opts: UploadOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// The state database.
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// The API client.
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> NamespaceId {
+        self.ns
+    }
+
+    /// Pull, push, pull: afterwards both sides hold what either had,
+    /// unless something changed meanwhile (the next pass takes it).
+    pub async fn pass(&self) -> Result<PassReport, SyncError> {
+        let mut report = PassReport::default();
+        let ignore = Ignore::load(&self.root);
+        if !self.swept.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.sweep_partials(&ignore).await;
+        }
+        self.pull(&mut report).await?;
+        self.push(&ignore, &mut report).await?;
+        if report.changed() {
+            self.pull(&mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Removes the temporary files a killed run left (the caller holds the
+    /// folder's lock, so no other download is writing them).
+    async fn sweep_partials(&self, ignore: &Ignore) {
+        let (root, ignore) = (self.root.clone(), ignore.clone());
+        let found = tokio::task::spawn_blocking(move || crate::scan::scan(&root, &ignore)).await;
+        for p in found.map(|f| f.partials).unwrap_or_default() {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {
+                    tracing::info!(file = %p.display(), "removed the temporary file of an interrupted download")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "could not remove a temporary file")
+                }
+            }
+        }
+    }
+
+    /// Moves the local file at `p` aside as a conflicted copy; returns the copy.
+    fn set_aside(&self, p: &SyncPath, report: &mut PassReport) -> Result<SyncPath, LocalError> {
+        let copy = conflicted_copy(p, &self.device, SystemTime::now(), |q| {
+            self.root.stat(q).is_some() || std::fs::symlink_metadata(self.root.path_of(q)).is_ok()
+        })
+        .ok_or_else(|| LocalError::Unsafe {
+            path: p.as_str().into(),
+            why: "no free name for a conflicted copy",
+        })?;
+        self.root.rename(p, &copy)?;
+        let now = crate::now_ms();
+        if let Err(e) = self.state.note_conflict(&copy, p, now) {
+            tracing::warn!(error = %e, "could not note the conflict");
+        }
+        tracing::warn!(path = %p, copy = %copy, "conflict: the local version is kept as a copy");
+        report.conflicts += 1;
+        Ok(copy)
+    }
+
+    /// Downloads the live (or given) version of `p` and installs it if the
+    /// local file is still as `expected` (`None`: absent). Returns whether
+    /// it was installed.
+    async fn download(
+        &self,
+        p: &SyncPath,
+        rev: Option<driftless_protocol::Rev>,
+        expected: Option<crate::local::LocalStat>,
+        report: &mut PassReport,
+    ) -> Result<bool, DownloadError> {
+        let fetched =
+            crate::download::fetch(&self.api, self.ns, &self.root, &self.state, p, rev).await?;
+        // Checked again right before the rename: an edit made while the
+        // bytes were coming is never overwritten.
+        if self.root.stat(p) != expected {
+            fetched.discard();
+            return Ok(false);
+        }
+        // Another name that differs only by case or normalization would be
+        // the same file on macOS and Windows: set it aside first.
+        for other in self.case_twins(p) {
+            if self.state.synced(&other)?.is_none() {
+                let _ = self.set_aside(&other, report);
+            }
+        }
+        report.bytes_down += fetched.fetched;
+        report.bytes_reused += fetched.reused;
+        let (rev, content_hash, chunks) =
+            (fetched.rev, fetched.content_hash, fetched.chunks.clone());
+        let stat = fetched.install(&self.root)?;
+        self.state.record(
+            &Synced {
+                path: p.clone(),
+                rev,
+                content_hash,
+                stat,
+            },
+            &chunks,
+        )?;
+        report.downloaded += 1;
+        Ok(true)
+    }
+
+    /// Files in `p`'s folder whose names collide with `p`'s but differ.
+    fn case_twins(&self, p: &SyncPath) -> Vec<SyncPath> {
+        let key = p.collision_key();
+        let dir = match p.parent() {
+            Some(parent) => self.root.path_of(&parent),
+            None => self.root.dir().to_owned(),
+        };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        rd.filter_map(Result::ok)
+            .filter_map(|e| self.root.sync_path(&e.path()))
+            .filter(|q| q != p && q.collision_key() == key)
+            .collect()
+    }
+}
+
+/// What a hashed file's chunks are, as the state records them.
+fn chunk_list(h: &HashedFile) -> Vec<(driftless_protocol::ChunkHash, u64, u32)> {
+    h.chunks
+        .iter()
+        .zip(&h.offsets)
+        .map(|(c, o)| (c.hash, *o, c.len))
+        .collect()
+}
+
+impl From<UploadError> for SyncError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Client(c) => Self::Client(c),
+            other => Self::Client(ClientError::Protocol(other.to_string())),
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Push: the folder's changes since the last agreement, sent to the server.
+//!
+//! A scan compares each file's stat with its synced record and re-hashes
+//! only what changed. New and edited files upload against their base
+//! revision; files gone from the folder are deleted on the server against
+//! theirs; a file that disappeared while another with its content appeared
+//! is sent as a move (no bytes). A conflict leaves the server's version at
+//! the path and the local one beside it as a conflicted copy.
+
+use std::collections::{HashMap, HashSet};
+
+use driftless_protocol::{CreateUpload, ErrorCode, FileOp, Outcome, Rev, SyncPath};
+
+use super::{PassReport, SyncError, Syncer, chunk_list};
+use crate::hash::{HashedFile, hash_file};
+use crate::http::ClientError;
+use crate::local::LocalStat;
+use crate::scan::{Ignore, scan};
+use crate::state::Synced;
+use crate::upload::{UploadError, UploadItem, upload_batch};
+
+/// A local file that differs from its synced record.
+struct Changed {
+    path: SyncPath,
+    stat: LocalStat,
+    hashed: HashedFile,
+    base: Option<Synced>,
+}
+
+impl Syncer {
+    /// Sends every local change to the server.
+    pub async fn push(&self, ignore: &Ignore, report: &mut PassReport) -> Result<(), SyncError> {
+        let found = {
+            let (root, ignore) = (self.root.clone(), ignore.clone());
+            tokio::task::spawn_blocking(move || scan(&root, &ignore))
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+        };
+        for (path, why) in &found.skipped {
+            tracing::debug!(path, why, "skipped");
+        }
+        let synced: HashMap<SyncPath, Synced> = self
+            .state
+            .all_synced()?
+            .into_iter()
+            .map(|s| (s.path.clone(), s))
+            .collect();
+        let present: HashSet<&SyncPath> = found.files.iter().map(|f| &f.path).collect();
+        let mut changed = Vec::new();
+        for f in &found.files {
+            let base = synced.get(&f.path).cloned();
+            if base.as_ref().is_some_and(|b| b.stat == f.stat) {
+                continue;
+            }
+            let local = self.root.path_of(&f.path);
+            let hashed = match tokio::task::spawn_blocking(move || hash_file(&local)).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    report.problems.push(format!("{}: {e}", f.path));
+                    continue;
+                }
+                Err(e) => return Err(ClientError::Protocol(e.to_string()).into()),
+            };
+            if let Some(b) = &base
+                && b.content_hash == hashed.content_hash
+            {
+                // Touched, not changed.
+                self.state.restat(&f.path, f.stat)?;
+                continue;
+            }
+            changed.push(Changed {
+                path: f.path.clone(),
+                stat: f.stat,
+                hashed,
+                base,
+            });
+        }
+        let mut gone: Vec<Synced> = synced
+            .values()
+            .filter(|s| !present.contains(&s.path) && !ignore_gone(&self.root, s))
+            .cloned()
+            .collect();
+        gone.sort_by(|a, b| a.path.cmp(&b.path));
+
+        // Moves: a file gone whose exact content appeared at a new path.
+        let mut moved_to = HashSet::new();
+        let mut still_gone = Vec::new();
+        for g in gone {
+            let target = changed.iter().position(|c| {
+                c.base.is_none()
+                    && c.hashed.content_hash == g.content_hash
+                    && !moved_to.contains(&c.path)
+            });
+            match target {
+                Some(i) => {
+                    let c = &changed[i];
+                    if self.send_move(&g, c, report).await? {
+                        moved_to.insert(c.path.clone());
+                    } else {
+                        still_gone.push(g);
+                    }
+                }
+                None => still_gone.push(g),
+            }
+        }
+        let mut puts: Vec<Changed> = changed
+            .into_iter()
+            .filter(|c| !moved_to.contains(&c.path))
+            .collect();
+        puts.sort_by(|a, b| a.path.cmp(&b.path));
+        for batch in batches(puts) {
+            for (path, why) in self.send_puts(batch, report).await? {
+                let what = format!("{path}: {why}");
+                tracing::warn!(problem = %what, "local change not sent; retried next pass");
+                report.problems.push(what);
+            }
+        }
+        for chunk in still_gone.chunks(BATCH_FILES) {
+            self.send_deletes(chunk, report).await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads the file at `p` against its synced base (repairs, copies).
+    pub(super) async fn upload(
+        &self,
+        p: &SyncPath,
+        report: &mut PassReport,
+    ) -> Result<Option<Rev>, String> {
+        let local = self.root.path_of(p);
+        let stat = self.root.stat(p).ok_or("the file is gone")?;
+        let hashed = tokio::task::spawn_blocking(move || hash_file(&local))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let c = Changed {
+            path: p.clone(),
+            stat,
+            hashed,
+            base: self.state.synced(p).map_err(|e| e.to_string())?,
+        };
+        self.send_put(c, report).await
+    }
+
+    /// Uploads one changed file; on a conflict, keeps the local version as
+    /// a conflicted copy and brings the server's to the path.
+    async fn send_put(&self, c: Changed, report: &mut PassReport) -> Result<Option<Rev>, String> {
+        let path = c.path.clone();
+        let failed = self
+            .send_puts(vec![c], report)
+            .await
+            .map_err(|e| e.to_string())?;
+        match failed.into_iter().next() {
+            Some((_, why)) => Err(why),
+            None => Ok(self.state.synced(&path).ok().flatten().map(|s| s.rev)),
+        }
+    }
+
+    /// Uploads changed files in one session (their chunks share parts) and
+    /// applies each file's answer. A file that changes while it is being
+    /// read leaves the batch (it is retried next pass); the rest go on.
+    /// Returns the files not sent, and why.
+    async fn send_puts(
+        &self,
+        mut batch: Vec<Changed>,
+        report: &mut PassReport,
+    ) -> Result<Vec<(SyncPath, String)>, SyncError> {
+        let mut failed = Vec::new();
+        while !batch.is_empty() {
+            let mut items = Vec::with_capacity(batch.len());
+            for c in &batch {
+                let base_rev = c.base.as_ref().map(|b| b.rev);
+                let mut digest = blake3::Hasher::new();
+                digest.update(c.hashed.content_hash.as_bytes());
+                digest.update(&base_rev.map_or(0, |r| r.0).to_le_bytes());
+                let op = self.state.op_for(&c.path, digest.finalize().as_bytes())?;
+                items.push(UploadItem {
+                    local: self.root.path_of(&c.path),
+                    hashed: c.hashed.clone(),
+                    remote: c.path.as_str().to_owned(),
+                    base_rev,
+                    op_id: op
+                        .parse()
+                        .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
+                });
+            }
+            let sent = upload_batch(
+                &self.api,
+                self.ns,
+                &items,
+                self.opts,
+                Some(self.state.clone()),
+                &crate::progress::Progress::hidden(),
+            )
+            .await;
+            let sent = match sent {
+                Ok(s) => s,
+                Err(UploadError::Io { path, source }) => {
+                    let (out, keep): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .partition(|c| self.root.path_of(&c.path).display().to_string() == path);
+                    if out.is_empty() {
+                        failed.extend(keep.into_iter().map(|c| (c.path, source.to_string())));
+                        return Ok(failed);
+                    }
+                    failed.extend(out.into_iter().map(|c| (c.path, source.to_string())));
+                    batch = keep;
+                    continue;
+                }
+                Err(UploadError::Client(e)) if !e.retryable() => {
+                    // Refused as a whole (e.g. a session that can no longer
+                    // commit): each file is retried next pass.
+                    failed.extend(batch.into_iter().map(|c| (c.path, e.to_string())));
+                    return Ok(failed);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            report.bytes_up += sent.bytes_sent;
+            for (c, r) in batch.iter().zip(sent.results) {
+                if let Err(e) = self.apply_result(c, r.outcome, report).await {
+                    failed.push((c.path.clone(), e));
+                }
+            }
+            return Ok(failed);
+        }
+        Ok(failed)
+    }
+
+    /// What the server said of one uploaded file.
+    async fn apply_result(
+        &self,
+        c: &Changed,
+        outcome: Outcome,
+        report: &mut PassReport,
+    ) -> Result<(), String> {
+        match outcome {
+            Outcome::Committed { rev, .. } => {
+                self.state
+                    .record(
+                        &Synced {
+                            path: c.path.clone(),
+                            rev,
+                            content_hash: c.hashed.content_hash,
+                            stat: c.stat,
+                        },
+                        &chunk_list(&c.hashed),
+                    )
+                    .map_err(|e| e.to_string())?;
+                report.uploaded += 1;
+                Ok(())
+            }
+            Outcome::Conflict { current_rev } => {
+                self.resolve_conflict(c, current_rev, report).await
+            }
+            Outcome::Error {
+                code: ErrorCode::PathCollision,
+                ..
+            } => {
+                // Another file's name differs only by case or normalization:
+                // this one becomes a conflicted copy (uploaded next pass).
+                self.set_aside(&c.path, report).map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Outcome::Error { code, detail } => Err(format!("{code}: {detail}")),
+            Outcome::Pending => Err("the server left the file pending".into()),
+        }
+    }
+
+    /// The server has another version at `c.path`.
+    async fn resolve_conflict(
+        &self,
+        c: &Changed,
+        current: Option<Rev>,
+        report: &mut PassReport,
+    ) -> Result<(), String> {
+        // The same bytes on both sides are no conflict (a commit whose
+        // answer was lost, or the same edit made twice).
+        if current.is_some()
+            && let Ok(m) = self.api.manifest(self.ns, c.path.as_str(), None).await
+            && m.content_hash == c.hashed.content_hash
+            && let Some(stat) = self.root.stat(&c.path)
+        {
+            return self
+                .state
+                .record(
+                    &Synced {
+                        path: c.path.clone(),
+                        rev: m.rev,
+                        content_hash: m.content_hash,
+                        stat,
+                    },
+                    &chunk_list(&c.hashed),
+                )
+                .map_err(|e| e.to_string());
+        }
+        let copy = self.set_aside(&c.path, report).map_err(|e| e.to_string())?;
+        self.state.forget(&c.path).map_err(|e| e.to_string())?;
+        if current.is_some() {
+            self.download(&c.path, None, None, report)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        // The copy is a new file: it uploads now (or at the next pass).
+        if let Err(e) = Box::pin(self.upload(&copy, report)).await {
+            tracing::warn!(path = %copy, error = %e, "conflicted copy not uploaded yet");
+        }
+        Ok(())
+    }
+
+    /// Sends a move; `false` if the server refused it (then it is sent as
+    /// a delete and a put).
+    async fn send_move(
+        &self,
+        from: &Synced,
+        to: &Changed,
+        report: &mut PassReport,
+    ) -> Result<bool, SyncError> {
+        let mut digest = blake3::Hasher::new();
+        digest.update(b"move");
+        digest.update(from.path.as_str().as_bytes());
+        digest.update(&from.rev.0.to_le_bytes());
+        let op = self.state.op_for(&to.path, digest.finalize().as_bytes())?;
+        let op = FileOp::Move {
+            op_id: op
+                .parse()
+                .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
+            from: from.path.as_str().to_owned(),
+            from_rev: from.rev,
+            to: to.path.as_str().to_owned(),
+            base_rev: None,
+        };
+        let r = self
+            .api
+            .create_upload(self.ns, &CreateUpload { files: vec![op] })
+            .await?;
+        match r.results.first().map(|r| &r.outcome) {
+            Some(Outcome::Committed { rev, .. }) => {
+                self.state.forget(&from.path)?;
+                self.state.record(
+                    &Synced {
+                        path: to.path.clone(),
+                        rev: *rev,
+                        content_hash: to.hashed.content_hash,
+                        stat: to.stat,
+                    },
+                    &chunk_list(&to.hashed),
+                )?;
+                report.moved += 1;
+                Ok(true)
+            }
+            other => {
+                tracing::info!(from = %from.path, to = %to.path, outcome = ?other, "move refused; sending it as a delete and a new file");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Deletes on the server files deleted here, in one request. A file
+    /// edited there meanwhile wins: it comes back here.
+    async fn send_deletes(
+        &self,
+        gone: &[Synced],
+        report: &mut PassReport,
+    ) -> Result<(), SyncError> {
+        let mut ops = Vec::with_capacity(gone.len());
+        for s in gone {
+            let mut digest = blake3::Hasher::new();
+            digest.update(b"delete");
+            digest.update(&s.rev.0.to_le_bytes());
+            let op = self.state.op_for(&s.path, digest.finalize().as_bytes())?;
+            ops.push(FileOp::Delete {
+                op_id: op
+                    .parse()
+                    .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
+                path: s.path.as_str().to_owned(),
+                base_rev: s.rev,
+            });
+        }
+        let r = self
+            .api
+            .create_upload(self.ns, &CreateUpload { files: ops })
+            .await?;
+        for (s, result) in gone.iter().zip(r.results) {
+            match result.outcome {
+                Outcome::Committed { .. } => {
+                    self.state.forget(&s.path)?;
+                    report.deleted_there += 1;
+                }
+                Outcome::Conflict { current_rev } => {
+                    self.state.forget(&s.path)?;
+                    if current_rev.is_some()
+                        && let Err(e) = self.download(&s.path, None, None, report).await
+                    {
+                        report.problems.push(format!("{}: {e}", s.path));
+                    }
+                }
+                Outcome::Error {
+                    code: ErrorCode::NotFound,
+                    ..
+                } => {
+                    self.state.forget(&s.path)?;
+                }
+                other => report
+                    .problems
+                    .push(format!("{}: delete not applied: {other:?}", s.path)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Files per upload session.
+const BATCH_FILES: usize = 1000;
+/// Bytes per upload session (a larger file goes alone).
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Cuts the changed files into upload batches.
+fn batches(files: Vec<Changed>) -> Vec<Vec<Changed>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<Changed> = Vec::new();
+    let mut bytes = 0;
+    for f in files {
+        let size = f.hashed.size;
+        if !cur.is_empty() && (cur.len() >= BATCH_FILES || bytes + size > BATCH_BYTES) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += size;
+        cur.push(f);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// A synced file missing from the scan because it is now ignored (or its
+/// folder became a symlink) is not a deletion.
+fn ignore_gone(root: &crate::local::Root, s: &Synced) -> bool {
+    std::fs::symlink_metadata(root.path_of(&s.path)).is_ok()
+}
