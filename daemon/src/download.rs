@@ -259,21 +259,39 @@ async fn fill_with(
             let path = path.clone();
             let progress = progress.clone();
             tasks.spawn(async move {
-                let body = api.fetch_range(&r).await?;
-                if body.len() as u64 != r.length {
-                    return Err(corrupt(&path, "a range came back with the wrong length"));
-                }
-                let written = tokio::task::spawn_blocking(move || {
-                    let mut decoder = Decoder::new().map_err(|e| io_err(&path, e))?;
-                    let mut n = 0usize;
-                    for c in &r.chunks {
+                // Streamed: each chunk is checked and written as soon as its
+                // bytes are in, so memory stays at about one chunk per range
+                // and a killed run keeps every chunk written so far.
+                let mut resp = api.open_range(&r).await?;
+                let mut chunks = r.chunks.clone();
+                chunks.sort_by_key(|c| c.at);
+                let mut decoder = Decoder::new().map_err(|e| io_err(&path, e))?;
+                let mut buf: Vec<u8> = Vec::new();
+                let mut buf_at = 0u64; // range offset of buf[0]
+                let mut received = 0u64;
+                let mut next = 0usize;
+                let mut n = 0usize;
+                loop {
+                    let piece = resp.chunk().await.map_err(ClientError::from)?;
+                    let Some(piece) = piece else { break };
+                    received += piece.len() as u64;
+                    if received > r.length {
+                        return Err(corrupt(&path, "a range came back longer than asked"));
+                    }
+                    buf.extend_from_slice(&piece);
+                    while let Some(c) = chunks.get(next) {
+                        let end = c.at + u64::from(c.stored_len);
+                        if c.at < buf_at || end > buf_at + buf.len() as u64 {
+                            if c.at < buf_at {
+                                return Err(corrupt(&path, "chunks overlap in a range"));
+                            }
+                            break;
+                        }
+                        next += 1;
                         let Some((_, offsets)) = wanted.get(&c.hash) else {
                             continue;
                         };
-                        let start = c.at as usize;
-                        let stored = body
-                            .get(start..start + c.stored_len as usize)
-                            .ok_or_else(|| corrupt(&path, "a chunk lies outside its range"))?;
+                        let stored = &buf[(c.at - buf_at) as usize..(end - buf_at) as usize];
                         let codec = match c.codec {
                             StoredCodec::None => Codec::None,
                             StoredCodec::Zstd => Codec::Zstd,
@@ -290,14 +308,19 @@ async fn fill_with(
                         progress.inc(u64::from(c.raw_len) * offsets.len() as u64);
                         n += 1;
                     }
-                    Ok::<_, DownloadError>(n)
-                })
-                .await
-                .map_err(|e| DownloadError::Corrupt {
-                    path: String::new(),
-                    why: e.to_string(),
-                })??;
-                Ok::<_, DownloadError>((r.length, written))
+                    // Drop what no later chunk needs.
+                    let keep_from = chunks.get(next).map_or(buf_at + buf.len() as u64, |c| {
+                        c.at.min(buf_at + buf.len() as u64)
+                    });
+                    if keep_from > buf_at {
+                        buf.drain(..(keep_from - buf_at) as usize);
+                        buf_at = keep_from;
+                    }
+                }
+                if received != r.length || next < chunks.len() {
+                    return Err(corrupt(&path, "a range came back shorter than asked"));
+                }
+                Ok::<_, DownloadError>((r.length, n))
             });
         }
         let Some(res) = tasks.join_next().await else {

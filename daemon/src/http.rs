@@ -23,16 +23,18 @@ pub enum ClientError {
         problem: Box<Problem>,
     },
     /// Object storage refused a presigned request.
-    #[error("object storage refused part {part}: HTTP {status}")]
+    #[error("object storage refused part {part}: HTTP {status} {code}")]
     Storage {
         /// Part number.
         part: u32,
         /// HTTP status.
         status: u16,
+        /// S3's error code (e.g. `SignatureDoesNotMatch`), if it gave one.
+        code: String,
     },
     /// The connection failed or timed out.
     #[error("transport: {0}")]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
     /// The answer was not what the protocol says.
     #[error("unexpected answer: {0}")]
     Protocol(String),
@@ -47,6 +49,14 @@ impl ClientError {
             ClientError::Transport(_) => true,
             ClientError::Protocol(_) => false,
         }
+    }
+}
+
+impl From<reqwest::Error> for ClientError {
+    /// Without its URL: a presigned URL is a credential and must never
+    /// reach a log.
+    fn from(e: reqwest::Error) -> Self {
+        Self::Transport(e.without_url())
     }
 }
 
@@ -152,7 +162,10 @@ impl ApiClient {
             let mut url = reqwest::Url::parse(&format!("{}/v1/namespaces/{ns}/changes", self.base))
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             url.query_pairs_mut().append_pair("limit", "1000");
-            if let Some(p) = prefix {
+            if let Some(p) = prefix
+                .map(|p| p.trim_matches('/'))
+                .filter(|p| !p.is_empty())
+            {
                 url.query_pairs_mut().append_pair("prefix", p);
             }
             if let Some(c) = &cursor {
@@ -242,6 +255,11 @@ impl ApiClient {
 
     /// GETs a presigned range (sent with its signed headers, never logged).
     pub async fn fetch_range(&self, range: &FetchRange) -> Result<Bytes, ClientError> {
+        Ok(self.open_range(range).await?.bytes().await?)
+    }
+
+    /// Starts a presigned ranged GET; the body is read as it arrives.
+    pub async fn open_range(&self, range: &FetchRange) -> Result<reqwest::Response, ClientError> {
         let mut req = self.http.get(&range.url);
         for (k, v) in &range.headers {
             req = req.header(k, v);
@@ -249,9 +267,14 @@ impl ApiClient {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(ClientError::Storage { part: 0, status });
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(ClientError::Storage {
+                part: 0,
+                status,
+                code: s3_code(&body),
+            });
         }
-        Ok(resp.bytes().await?)
+        Ok(resp)
     }
 
     /// `POST /v1/namespaces/{ns}/uploads`.
@@ -312,9 +335,11 @@ impl ApiClient {
         let resp = req.body(body).send().await?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
+            let body = resp.bytes().await.unwrap_or_default();
             return Err(ClientError::Storage {
                 part: url.part_number,
                 status,
+                code: s3_code(&body),
             });
         }
         resp.headers()
@@ -323,6 +348,21 @@ impl ApiClient {
             .map(str::to_owned)
             .ok_or_else(|| ClientError::Protocol("part PUT returned no ETag".into()))
     }
+}
+
+/// The `<Code>` of an S3 error document (never the rest: it can echo the
+/// request, and the request carried a signature).
+fn s3_code(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| {
+            code.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(64)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The error for a non-2xx answer: its problem document, if it has one.

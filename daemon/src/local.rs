@@ -32,6 +32,13 @@ pub struct LocalStat {
 }
 
 impl LocalStat {
+    /// A stat no file has: the file must be looked at again.
+    pub const UNKNOWN: LocalStat = LocalStat {
+        size: u64::MAX,
+        mtime_ns: i64::MIN,
+        inode: 0,
+    };
+
     /// From metadata.
     pub fn of(m: &fs::Metadata) -> Self {
         let mtime_ns = m

@@ -209,6 +209,21 @@ async fn home_namespace(api: &ApiClient, given: Option<u64>) -> anyhow::Result<N
         .context("the server lists no home folder for this user")
 }
 
+/// Upload settings; `DRIFTLESS_PART_MIB` sets the part size (5 to 64 MiB,
+/// default 16).
+fn upload_options() -> anyhow::Result<driftless_daemon::UploadOptions> {
+    let mut o = driftless_daemon::UploadOptions::default();
+    if let Ok(v) = std::env::var("DRIFTLESS_PART_MIB") {
+        let mib: u64 = v
+            .parse()
+            .ok()
+            .filter(|m| (5..=64).contains(m))
+            .context("DRIFTLESS_PART_MIB must be a number of MiB from 5 to 64")?;
+        o.part_size = mib << 20;
+    }
+    Ok(o)
+}
+
 /// The journal of `upload` sessions, private to this user.
 fn transfers_db() -> anyhow::Result<PathBuf> {
     let dir = config_dir();
@@ -319,7 +334,8 @@ async fn main() -> anyhow::Result<()> {
                 bail!("{} already syncs namespace {prev}", root.dir().display());
             }
             state.set("namespace", &ns.0.to_string())?;
-            let syncer = Syncer::new(api, ns, root, state.clone(), &creds.device_name);
+            let syncer = Syncer::new(api, ns, root, state.clone(), &creds.device_name)
+                .with_upload_options(upload_options()?);
             let json = cli.json;
             let report = move |r: &Result<driftless_daemon::sync::PassReport, _>| {
                 let _ = state.set("last_pass_ms", &driftless_daemon::now_ms().to_string());
@@ -427,7 +443,8 @@ async fn main() -> anyhow::Result<()> {
             let api = ApiClient::new(&creds.server, &creds.token);
             let ns = home_namespace(&api, namespace).await?;
             let journal = Arc::new(State::open(&transfers_db()?)?);
-            transfer::upload(&api, ns, &file, &remote, journal, cli.json).await?;
+            let opts = upload_options()?;
+            transfer::upload(&api, ns, &file, &remote, journal, opts, cli.json).await?;
         }
         Command::Download {
             remote,

@@ -48,6 +48,8 @@ pub struct SavedPart {
     pub start: u64,
     /// One past the last chunk index.
     pub end: u64,
+    /// The ETag S3 answered, once the part is stored.
+    pub etag: Option<String>,
 }
 
 /// An upload session written down before its first part was sent.
@@ -96,6 +98,11 @@ CREATE TABLE IF NOT EXISTS pending (
     op_id        TEXT NOT NULL,
     digest       BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sent (
+    path         TEXT NOT NULL,
+    content_hash BLOB NOT NULL,
+    PRIMARY KEY (path, content_hash)
+);
 CREATE TABLE IF NOT EXISTS uploads (
     key       BLOB PRIMARY KEY,
     upload_id TEXT NOT NULL,
@@ -107,6 +114,7 @@ CREATE TABLE IF NOT EXISTS upload_parts (
     part_number INTEGER NOT NULL,
     start       INTEGER NOT NULL,
     end         INTEGER NOT NULL,
+    etag        TEXT,
     PRIMARY KEY (upload_id, part_number)
 );
 CREATE TABLE IF NOT EXISTS conflicts (
@@ -227,6 +235,7 @@ impl State {
                 }
             }
             tx.execute("DELETE FROM pending WHERE path = ?1", [s.path.as_str()])?;
+            tx.execute("DELETE FROM sent WHERE path = ?1", [s.path.as_str()])?;
             tx.commit()
         })
     }
@@ -254,7 +263,34 @@ impl State {
             tx.execute("DELETE FROM files WHERE path = ?1", [p.as_str()])?;
             tx.execute("DELETE FROM chunks WHERE path = ?1", [p.as_str()])?;
             tx.execute("DELETE FROM pending WHERE path = ?1", [p.as_str()])?;
+            tx.execute("DELETE FROM sent WHERE path = ?1", [p.as_str()])?;
             tx.commit()
+        })
+    }
+
+    /// Notes that this device is about to commit `content` at `p`: if the
+    /// commit lands but the process dies before recording it, the next
+    /// pass recognises the server's version as its own, not a conflict.
+    pub fn note_sent(&self, p: &SyncPath, content: &ContentHash) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO sent (path, content_hash) VALUES (?1, ?2)",
+                params![p.as_str(), content.as_bytes().as_slice()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Whether this device sent `content` for `p` since it last recorded `p`.
+    pub fn was_sent(&self, p: &SyncPath, content: &ContentHash) -> Result<bool, StateError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT 1 FROM sent WHERE path = ?1 AND content_hash = ?2",
+                params![p.as_str(), content.as_bytes().as_slice()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
         })
     }
 
@@ -341,7 +377,7 @@ impl State {
                 .map(ChunkHash::from_bytes)
                 .collect();
             let mut q = c.prepare(
-                "SELECT part_number, start, end FROM upload_parts WHERE upload_id = ?1 ORDER BY part_number",
+                "SELECT part_number, start, end, etag FROM upload_parts WHERE upload_id = ?1 ORDER BY part_number",
             )?;
             let parts = q
                 .query_map([&id], |r| {
@@ -349,6 +385,7 @@ impl State {
                         part_number: r.get(0)?,
                         start: r.get::<_, i64>(1)? as u64,
                         end: r.get::<_, i64>(2)? as u64,
+                        etag: r.get(3)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -392,8 +429,25 @@ impl State {
         self.with(|c| {
             c.execute(
                 "INSERT INTO upload_parts (upload_id, part_number, start, end) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (upload_id, part_number) DO UPDATE SET start = excluded.start, end = excluded.end",
+                 ON CONFLICT (upload_id, part_number) DO UPDATE SET start = excluded.start, \
+                 end = excluded.end, etag = NULL",
                 params![id.as_str(), part_number, start as i64, end as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Notes the ETag S3 gave a stored part (sent again at commit).
+    pub fn save_upload_etag(
+        &self,
+        id: &driftless_protocol::UploadId,
+        part_number: u32,
+        etag: &str,
+    ) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE upload_parts SET etag = ?3 WHERE upload_id = ?1 AND part_number = ?2",
+                params![id.as_str(), part_number, etag],
             )
             .map(|_| ())
         })

@@ -23,6 +23,7 @@ pub(crate) async fn upload(
     file: &Path,
     remote: &str,
     journal: Arc<State>,
+    opts: UploadOptions,
     json: bool,
 ) -> anyhow::Result<()> {
     let target = SyncPath::parse(remote).map_err(|e| anyhow::anyhow!("{remote}: {e}"))?;
@@ -54,7 +55,7 @@ pub(crate) async fn upload(
         api,
         ns,
         std::slice::from_ref(&item),
-        UploadOptions::default(),
+        opts,
         Some(journal),
         &bar,
     )

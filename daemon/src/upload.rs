@@ -287,6 +287,18 @@ pub async fn upload_batch(
         Ok(parts) => parts,
         // A local file is not what was announced: this session can never
         // commit, so free it now rather than at its expiry.
+        // Storage refuses the session itself (its multipart upload is gone):
+        // drop it, so that the next attempt starts a new one.
+        Err(UploadError::Client(
+            e @ ClientError::Storage {
+                status: 403 | 404, ..
+            },
+        )) => {
+            if let Some(j) = &journal {
+                j.forget_upload(&key)?;
+            }
+            return Err(e.into());
+        }
         Err(e @ UploadError::Io { .. }) => {
             if let Err(abort) = api.abort_upload(&upload_id).await {
                 tracing::warn!(upload = %upload_id, error = %abort, "could not abort the upload session");
@@ -298,7 +310,7 @@ pub async fn upload_batch(
         }
         Err(e) => return Err(e),
     };
-    let committed = api.commit(&upload_id, &CommitRequest { parts }).await;
+    let committed = commit(api, &upload_id, &CommitRequest { parts }).await;
     let committed = match committed {
         Ok(c) => c,
         Err(e) => {
@@ -369,23 +381,41 @@ async fn resume(
     let Some(saved) = j.saved_upload(key)? else {
         return Ok(None);
     };
-    let status = match api.upload_status(&saved.upload_id).await {
-        Ok(s) => s,
-        Err(ClientError::Api { problem, .. }) if problem.code == ErrorCode::NotFound => {
-            j.forget_upload(key)?;
-            return Ok(None);
+    // A commit of it may still be running (the killed run's, finishing on
+    // the server): wait for its end rather than act on a half-assembled
+    // upload.
+    let waited = std::time::Instant::now();
+    let status = loop {
+        match api.upload_status(&saved.upload_id).await {
+            Ok(s) if s.state == UploadState::Committing && waited.elapsed() < BUSY_WAIT => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Ok(s) => break s,
+            Err(ClientError::Api { problem, .. }) if problem.code == ErrorCode::NotFound => {
+                j.forget_upload(key)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     };
     // A margin so that the session does not expire halfway through.
     let margin = 5 * 60 * 1000;
     match status.state {
         UploadState::Committed => Ok(Some(Resumed::Committed(saved.upload_id))),
         UploadState::Open if status.expires_at_ms > crate::now_ms() + margin => {
+            // A part counts as done only if S3 holds it and its ETag was
+            // noted; one killed between its PUT and the note is sent again
+            // (same number, same bytes), which gives its ETag anew.
+            let noted: HashSet<u32> = saved
+                .parts
+                .iter()
+                .filter(|p| p.etag.is_some())
+                .map(|p| p.part_number)
+                .collect();
             let stored: HashSet<u32> = status
                 .parts
                 .iter()
-                .filter(|p| p.stored)
+                .filter(|p| p.stored && noted.contains(&p.part_number))
                 .map(|p| p.part_number)
                 .collect();
             tracing::info!(upload = %saved.upload_id, stored = stored.len(), "resuming an interrupted upload");
@@ -405,6 +435,28 @@ async fn resume(
             }
             j.forget_upload(key)?;
             Ok(None)
+        }
+    }
+}
+
+/// How long to wait for a running commit of the same session.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Commits, waiting while another commit of the session runs.
+async fn commit(
+    api: &ApiClient,
+    id: &UploadId,
+    req: &CommitRequest,
+) -> Result<driftless_protocol::CommitResponse, ClientError> {
+    let waited = std::time::Instant::now();
+    loop {
+        match api.commit(id, req).await {
+            Err(ClientError::Api { problem, .. })
+                if problem.code == ErrorCode::UploadBusy && waited.elapsed() < BUSY_WAIT =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            other => return other,
         }
     }
 }
@@ -496,11 +548,23 @@ async fn send_parts(
     progress: &Progress,
     report: &mut BatchReport,
 ) -> Result<Vec<CompletedPart>, UploadError> {
+    let resumed_etags: Vec<CompletedPart> = plan
+        .saved
+        .iter()
+        .filter(|p| plan.stored.contains(&p.part_number))
+        .filter_map(|p| {
+            p.etag.clone().map(|etag| CompletedPart {
+                part_number: p.part_number,
+                etag,
+            })
+        })
+        .collect();
     report.parts_resumed = plan
         .saved
         .iter()
         .filter(|p| plan.stored.contains(&p.part_number))
         .count() as u32;
+    let journal_etags = journal.clone();
     let (tx, mut rx) = mpsc::channel::<Result<Part, UploadError>>(opts.concurrency.max(1));
     let files: Vec<(PathBuf, String)> = items
         .iter()
@@ -519,7 +583,9 @@ async fn send_parts(
     });
 
     let mut inflight = JoinSet::new();
-    let mut done = Vec::new();
+    // Parts stored by an earlier run: their ETags as that run noted them
+    // (the server falls back to asking S3 for any it lacks).
+    let mut done: Vec<CompletedPart> = resumed_etags;
     loop {
         // Refill up to the concurrency limit, then wait for one to finish.
         while inflight.len() < opts.concurrency.max(1) {
@@ -543,7 +609,13 @@ async fn send_parts(
             }
         }
         match inflight.join_next().await {
-            Some(r) => done.push(r.map_err(|e| UploadError::Protocol(e.to_string()))??),
+            Some(r) => {
+                let part = r.map_err(|e| UploadError::Protocol(e.to_string()))??;
+                if let Some(j) = &journal_etags {
+                    j.save_upload_etag(upload_id, part.part_number, &part.etag)?;
+                }
+                done.push(part);
+            }
             None => break,
         }
     }

@@ -95,6 +95,7 @@ codes! {
     // Uploads and commits
     UploadExpired = "upload_expired", 410, false, "The upload session expired; start a new one.";
     UploadClosed = "upload_closed", 409, false, "The upload session was already committed or aborted.";
+    UploadBusy = "upload_busy", 409, true, "A commit of this upload session is running; ask again shortly.";
     PartInvalid = "part_invalid", 400, false, "The part number or size is outside what S3 accepts.";
     PartMissing = "part_missing", 422, false, "A part was never uploaded to storage.";
     PartSizeMismatch = "part_size_mismatch", 422, false, "A part in storage has a different size than registered.";

@@ -226,6 +226,8 @@ pub struct PresignedPart {
 pub enum UploadState {
     /// Accepting parts.
     Open,
+    /// A commit is running (parts are being assembled); ask again shortly.
+    Committing,
     /// Committed; retrying the commit returns the same results.
     Committed,
     /// Aborted by the client.

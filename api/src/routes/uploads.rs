@@ -75,11 +75,18 @@ pub(crate) async fn owned_session(
 
 /// Refuses a session that can no longer take parts or a first commit.
 pub(crate) fn ensure_open(s: &Session) -> ApiResult<()> {
+    let now = driftless_store::db::now_ms();
     match s.state.as_str() {
-        "open" if s.expires_at_ms > driftless_store::db::now_ms() => Ok(()),
+        "open" if committing(s, now) => Err(ApiError::code(ErrorCode::UploadBusy)),
+        "open" if s.expires_at_ms > now => Ok(()),
         "open" | "expired" => Err(ApiError::code(ErrorCode::UploadExpired)),
         _ => Err(ApiError::code(ErrorCode::UploadClosed)),
     }
+}
+
+/// Whether a commit of the session is running.
+pub(crate) fn committing(s: &Session, now_ms: i64) -> bool {
+    s.committing_until_ms.is_some_and(|t| t > now_ms)
 }
 
 fn result(op: &FileOp, outcome: Outcome) -> FileResult {
@@ -201,6 +208,7 @@ async fn create(
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
         results: None,
         expires_at_ms,
+        committing_until_ms: None,
     };
     uploads::create_session(&state.db, &session).await?;
     tracing::info!(namespace = %ns, upload = %id, files = pending.len(), chunks = needed.len(), "upload session created");
@@ -239,17 +247,26 @@ async fn status(
     let s = owned_session(&state, &caller, &id).await?;
     let registered = uploads::parts(&state.db, s.namespace, &s.id).await?;
     // Ask S3, not our table: a part registered but never PUT is not done.
+    let key = pack_key(&s.pack_id);
+    let total: u64 = registered.iter().map(|p| p.size).sum();
+    let busy = committing(&s, driftless_store::db::now_ms());
     let stored: HashMap<u32, u64> = match s.state.as_str() {
+        // While a commit runs, S3 is mid-assembly: say so, ask nothing.
+        "open" if busy => HashMap::new(),
+        // A commit cut short after S3 assembled the parts: the whole pack
+        // (unique to this session) is there, so every registered part is
+        // stored, and the client's retried commit finishes the job.
+        "open" if total > 0 && state.blob.size(&key).await? == Some(total) => {
+            registered.iter().map(|p| (p.part_number, p.size)).collect()
+        }
         "open" => state
             .blob
-            .list_parts(&pack_key(&s.pack_id), &s.s3_upload_id)
+            .list_parts(&key, &s.s3_upload_id)
             .await
+            .map(|parts| parts.into_iter().map(|p| (p.part_number, p.size)).collect())
             .unwrap_or_default(),
-        _ => Vec::new(),
-    }
-    .into_iter()
-    .map(|p| (p.part_number, p.size))
-    .collect();
+        _ => HashMap::new(),
+    };
     let parts: Vec<PartState> = registered
         .iter()
         .map(|p| PartState {
@@ -264,12 +281,13 @@ async fn status(
         .flat_map(|p| p.chunks.iter().map(|c| c.hash))
         .collect();
     let pending: Vec<Pending> = serde_json::from_str(&s.request).unwrap_or_default();
-    let needed = if s.state == "open" {
+    let needed = if s.state == "open" && !busy {
         uncovered(&pending, &covered, &HashSet::new())
     } else {
         Vec::new()
     };
     let state_view = match s.state.as_str() {
+        "open" if busy => UploadState::Committing,
         "committed" => UploadState::Committed,
         "aborted" => UploadState::Aborted,
         "open" if s.expires_at_ms > driftless_store::db::now_ms() => UploadState::Open,
@@ -294,6 +312,9 @@ async fn abort(
     let s = owned_session(&state, &caller, &id).await?;
     if s.state == "committed" {
         return Err(ApiError::code(ErrorCode::UploadClosed));
+    }
+    if committing(&s, driftless_store::db::now_ms()) {
+        return Err(ApiError::code(ErrorCode::UploadBusy));
     }
     state
         .blob

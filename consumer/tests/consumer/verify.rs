@@ -59,6 +59,7 @@ pub(crate) async fn committed_pack(
             request: "[]".into(),
             results: None,
             expires_at_ms: i64::MAX,
+            committing_until_ms: None,
         },
     )
     .await

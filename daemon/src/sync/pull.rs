@@ -84,6 +84,25 @@ impl Syncer {
             return Ok(());
         }
         let local = self.root.stat(p);
+        // This device's own commit whose answer it never recorded (killed
+        // in between): it is the base of whatever the folder holds now,
+        // which the push sends on top of it — even a delete.
+        if let Some(h) = e.content_hash
+            && self.state.was_sent(p, &h).map_err(|x| x.to_string())?
+        {
+            self.state
+                .record(
+                    &Synced {
+                        path: p.clone(),
+                        rev: e.rev,
+                        content_hash: h,
+                        stat: crate::local::LocalStat::UNKNOWN,
+                    },
+                    &[],
+                )
+                .map_err(|x| x.to_string())?;
+            return Ok(());
+        }
         let clean = match (&synced, local) {
             // Unchanged since last agreed, or deleted here (an edit there beats it).
             (Some(s), Some(st)) => st == s.stat,
@@ -165,10 +184,11 @@ impl Syncer {
         if dst.as_ref().is_some_and(|d| d.rev >= e.rev) {
             return Ok(());
         }
-        let movable = src
-            .as_ref()
-            .is_some_and(|s| self.root.stat(from) == Some(s.stat))
-            && self.root.stat(to).is_none()
+        // A rename here only if the file here is the very content that
+        // moved: an edit made there just before the move must arrive too.
+        let movable = src.as_ref().is_some_and(|s| {
+            self.root.stat(from) == Some(s.stat) && Some(s.content_hash) == e.content_hash
+        }) && self.root.stat(to).is_none()
             && std::fs::symlink_metadata(self.root.path_of(to)).is_err();
         if let (true, Some(s)) = (movable, src) {
             let stat = self.root.rename(from, to).map_err(|x| x.to_string())?;

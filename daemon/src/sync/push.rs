@@ -174,6 +174,7 @@ impl Syncer {
                 digest.update(c.hashed.content_hash.as_bytes());
                 digest.update(&base_rev.map_or(0, |r| r.0).to_le_bytes());
                 let op = self.state.op_for(&c.path, digest.finalize().as_bytes())?;
+                self.state.note_sent(&c.path, &c.hashed.content_hash)?;
                 items.push(UploadItem {
                     local: self.root.path_of(&c.path),
                     hashed: c.hashed.clone(),
@@ -292,6 +293,30 @@ impl Syncer {
                     &chunk_list(&c.hashed),
                 )
                 .map_err(|e| e.to_string());
+        }
+        // The server's version is one this device sent and never heard
+        // back about (killed before it could record the commit): it is the
+        // base, not a rival. The local edit goes on top of it.
+        if current.is_some()
+            && let Ok(m) = self.api.manifest(self.ns, c.path.as_str(), None).await
+            && self
+                .state
+                .was_sent(&c.path, &m.content_hash)
+                .map_err(|e| e.to_string())?
+        {
+            tracing::info!(path = %c.path, rev = m.rev.0, "the server's version is this device's own earlier commit");
+            self.state
+                .record(
+                    &Synced {
+                        path: c.path.clone(),
+                        rev: m.rev,
+                        content_hash: m.content_hash,
+                        stat: LocalStat::UNKNOWN,
+                    },
+                    &[],
+                )
+                .map_err(|e| e.to_string())?;
+            return Box::pin(self.upload(&c.path, report)).await.map(|_| ());
         }
         let copy = self.set_aside(&c.path, report).map_err(|e| e.to_string())?;
         self.state.forget(&c.path).map_err(|e| e.to_string())?;

@@ -29,6 +29,8 @@ pub struct Session {
     pub results: Option<String>,
     /// Expiry, ms since the epoch.
     pub expires_at_ms: i64,
+    /// A commit runs until then (ms since the epoch), if one started.
+    pub committing_until_ms: Option<i64>,
 }
 
 /// A part as registered (what the presigned URL was signed for).
@@ -128,7 +130,7 @@ pub async fn session(db: &Db, ns: NamespaceId, id: &str) -> Result<Option<Sessio
 }
 
 const SESSION_COLUMNS: &str = "namespace_id, id, user_id, device_id, pack_id, s3_upload_id, state, \
-    request, results, expires_at_ms";
+    request, results, expires_at_ms, committing_until_ms";
 
 fn session_row(r: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
     Ok(Session {
@@ -142,6 +144,7 @@ fn session_row(r: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
         request: r.try_get(7)?,
         results: r.try_get(8)?,
         expires_at_ms: r.try_get(9)?,
+        committing_until_ms: r.try_get::<Option<i64>, _>(10)?,
     })
 }
 
@@ -198,6 +201,41 @@ pub async fn complete_pack(
         .bind(pack_id)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Marks a commit of the open session as running until `until_ms`;
+/// `false` if another commit holds it (and has not run out of time).
+pub async fn begin_commit(
+    db: &Db,
+    ns: NamespaceId,
+    id: &str,
+    now_ms: i64,
+    until_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE upload_sessions SET committing_until_ms = $1 \
+         WHERE namespace_id = $2 AND id = $3 AND state = 'open' \
+         AND (committing_until_ms IS NULL OR committing_until_ms < $4)",
+    )
+    .bind(until_ms)
+    .bind(to_db(ns.0))
+    .bind(id)
+    .bind(now_ms)
+    .execute(db.pool())
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Lets go of a commit that failed, so that a retry may start at once.
+pub async fn end_commit(db: &Db, ns: NamespaceId, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE upload_sessions SET committing_until_ms = NULL WHERE namespace_id = $1 AND id = $2",
+    )
+    .bind(to_db(ns.0))
+    .bind(id)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 

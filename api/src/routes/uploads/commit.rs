@@ -31,6 +31,21 @@ pub(super) async fn commit(
     Path(id): Path<String>,
     Json(req): Json<CommitRequest>,
 ) -> ApiResult<axum::Json<CommitResponse>> {
+    // A commit, once started, runs to its end even if the client goes
+    // away: cut short between S3's CompleteMultipartUpload and our own
+    // transaction, it would leave a session whose parts are gone from S3
+    // (a retry would still converge, but nothing is gained by stopping).
+    tokio::spawn(run(state, caller, id, req))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+}
+
+async fn run(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    req: CommitRequest,
+) -> ApiResult<axum::Json<CommitResponse>> {
     let s = owned_session(&state, &caller, &id).await?;
     if let (Some(results), "committed") = (&s.results, s.state.as_str()) {
         let done: CommitResponse = serde_json::from_str(results)
@@ -38,13 +53,37 @@ pub(super) async fn commit(
         return Ok(axum::Json(done));
     }
     ensure_open(&s)?;
+    // One commit at a time: a second (a client that resumed while its
+    // killed predecessor's commit still runs) waits and retries.
+    let now = driftless_store::db::now_ms();
+    if !uploads::begin_commit(&state.db, s.namespace, &s.id, now, now + COMMIT_LEASE_MS).await? {
+        return Err(ApiError::code(ErrorCode::UploadBusy));
+    }
+    let done = finish(&state, &caller, &s, req).await;
+    if done.is_err()
+        && let Err(e) = uploads::end_commit(&state.db, s.namespace, &s.id).await
+    {
+        tracing::warn!(upload = %s.id, error = %e, "could not release the commit marker");
+    }
+    done
+}
+
+/// How long a commit may hold its session before a retry may take over.
+const COMMIT_LEASE_MS: i64 = 10 * 60 * 1000;
+
+async fn finish(
+    state: &AppState,
+    caller: &Caller,
+    s: &Session,
+    req: CommitRequest,
+) -> ApiResult<axum::Json<CommitResponse>> {
     let parts = uploads::parts(&state.db, s.namespace, &s.id).await?;
     let etags: HashMap<u32, String> = req
         .parts
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
-    let total = verify_and_complete(&state, &s, &parts, &etags).await?;
+    let total = verify_and_complete(state, s, &parts, &etags).await?;
 
     // Where each chunk landed in the pack.
     let mut locations = Vec::new();
@@ -112,6 +151,11 @@ async fn verify_and_complete(
         state.blob.abort_multipart(&key, &s.s3_upload_id).await?;
         return Ok(0);
     }
+    // Completed by an earlier attempt that was cut short (the client went
+    // away mid-commit): the pack, unique to this session, is whole.
+    if state.blob.size(&key).await? == Some(total) {
+        return Ok(total);
+    }
     let stored = match state.blob.list_parts(&key, &s.s3_upload_id).await {
         Ok(stored) => stored,
         // Completed by an earlier attempt of this commit: the object is the proof.
@@ -167,6 +211,10 @@ async fn verify_and_complete(
         .await
     {
         Ok(()) => Ok(total),
+        // An earlier attempt completed it and was cut short before it
+        // could say so (the client went away): the pack, unique to this
+        // session, is whole.
+        Err(_) if state.blob.size(&key).await? == Some(total) => Ok(total),
         Err(BlobError::Refused { code, message }) => Err(ApiError::new(
             ErrorCode::PartChecksumMismatch,
             format!("storage refused to assemble the parts: {code}: {message}"),
