@@ -11,6 +11,9 @@
 
 mod pull;
 mod push;
+mod reconcile;
+
+pub use reconcile::RECONCILE_EVERY;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -72,6 +75,20 @@ pub struct PassReport {
 }
 
 impl PassReport {
+    /// Adds another report's counts and problems to this one.
+    pub fn merge(&mut self, o: PassReport) {
+        self.downloaded += o.downloaded;
+        self.uploaded += o.uploaded;
+        self.deleted_here += o.deleted_here;
+        self.deleted_there += o.deleted_there;
+        self.moved += o.moved;
+        self.conflicts += o.conflicts;
+        self.bytes_up += o.bytes_up;
+        self.bytes_down += o.bytes_down;
+        self.bytes_reused += o.bytes_reused;
+        self.problems.extend(o.problems);
+    }
+
     /// Whether the pass changed anything on either side.
     pub fn changed(&self) -> bool {
         self.downloaded + self.uploaded + self.deleted_here + self.deleted_there + self.moved > 0
@@ -88,6 +105,8 @@ pub struct Syncer {
     opts: UploadOptions,
     /// Whether the temporary files of an earlier, killed run were removed.
     swept: std::sync::atomic::AtomicBool,
+    /// When the last full reconcile ran (none yet: the next pass runs one).
+    reconciled: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// The state key of the journal cursor.
@@ -110,6 +129,7 @@ impl Syncer {
             device: device.to_owned(),
             opts: UploadOptions::default(),
             swept: std::sync::atomic::AtomicBool::new(false),
+            reconciled: std::sync::Mutex::new(None),
         }
     }
 
@@ -148,6 +168,19 @@ impl Syncer {
             self.sweep_partials(&ignore).await;
         }
         self.pull(&mut report).await?;
+        let due = self
+            .reconciled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|t| t.elapsed() >= RECONCILE_EVERY);
+        if due {
+            self.reconcile(&mut report).await?;
+            *self
+                .reconciled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(std::time::Instant::now());
+        }
         self.push(&ignore, &mut report).await?;
         if report.changed() {
             self.pull(&mut report).await?;

@@ -17,7 +17,17 @@ pub(crate) struct Device {
 
 impl Device {
     pub(crate) fn new(url: &str, token: &str, ns: u64, name: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::reopen(url, token, ns, name, tempfile::tempdir().unwrap())
+    }
+
+    /// A device on an existing folder and state (a restarted daemon).
+    pub(crate) fn reopen(
+        url: &str,
+        token: &str,
+        ns: u64,
+        name: &str,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let root = Root::open(dir.path()).unwrap();
         std::fs::create_dir_all(root.dir().join(STATE_DIR)).unwrap();
         let state = Arc::new(State::open(&root.dir().join(STATE_DIR).join("state.db")).unwrap());
@@ -29,6 +39,11 @@ impl Device {
             name,
         );
         Self { _dir: dir, syncer }
+    }
+
+    /// Gives up the folder (to reopen it); this device is then unusable.
+    pub(crate) fn take_dir(&mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap())
     }
 
     pub(crate) fn path(&self) -> &Path {

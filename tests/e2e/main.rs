@@ -8,3 +8,5 @@
 mod converge;
 mod device;
 mod hostile;
+mod model;
+mod offline;

@@ -14,6 +14,8 @@ use crate::state::Synced;
 
 /// Entries per page.
 const PAGE: usize = 1000;
+/// Downloads at once.
+const PARALLEL: usize = 8;
 
 impl Syncer {
     /// Applies every change after the stored cursor (a bootstrap if none),
@@ -37,13 +39,25 @@ impl Syncer {
                 }
                 Err(e) => return Err(e.into()),
             };
+            // Puts of distinct paths are independent: they download several
+            // at once. Anything else (or a path seen again) waits its turn.
+            let mut run: Vec<&ChangeEntry> = Vec::new();
+            let mut in_run = std::collections::HashSet::new();
             for entry in &page.entries {
-                if let Err(e) = self.apply(entry, report).await {
-                    let what = format!("{}: {e}", entry.path);
-                    tracing::warn!(problem = %what, "remote change not applied; retried next pass");
-                    report.problems.push(what);
+                if entry.kind == ChangeKind::Put && in_run.insert(entry.path.as_str()) {
+                    run.push(entry);
+                    continue;
+                }
+                self.apply_all(std::mem::take(&mut run), report).await;
+                in_run.clear();
+                if entry.kind == ChangeKind::Put {
+                    in_run.insert(entry.path.as_str());
+                    run.push(entry);
+                } else {
+                    self.apply_all(vec![entry], report).await;
                 }
             }
+            self.apply_all(run, report).await;
             self.state.set(CURSOR_KEY, &page.cursor)?;
             cursor = Some(page.cursor);
             if !page.has_more {
@@ -56,6 +70,25 @@ impl Syncer {
             tracing::debug!(error = %e, "could not report the cursor");
         }
         Ok(())
+    }
+
+    /// Applies independent changes, up to [`PARALLEL`] at once.
+    async fn apply_all(&self, entries: Vec<&ChangeEntry>, report: &mut PassReport) {
+        use futures_util::stream::{self, StreamExt};
+        let mut done = stream::iter(entries)
+            .map(|entry| async move {
+                let mut r = PassReport::default();
+                if let Err(e) = self.apply(entry, &mut r).await {
+                    let what = format!("{}: {e}", entry.path);
+                    tracing::warn!(problem = %what, "remote change not applied; retried next pass");
+                    r.problems.push(what);
+                }
+                r
+            })
+            .buffer_unordered(PARALLEL);
+        while let Some(r) = done.next().await {
+            report.merge(r);
+        }
     }
 
     /// One remote change.

@@ -83,24 +83,29 @@ impl Syncer {
         gone.sort_by(|a, b| a.path.cmp(&b.path));
 
         // Moves: a file gone whose exact content appeared at a new path.
-        let mut moved_to = HashSet::new();
+        let mut by_content: HashMap<driftless_protocol::ContentHash, Vec<usize>> = HashMap::new();
+        for (i, c) in changed.iter().enumerate().rev() {
+            if c.base.is_none() {
+                by_content.entry(c.hashed.content_hash).or_default().push(i);
+            }
+        }
+        let mut pairs = Vec::new();
         let mut still_gone = Vec::new();
         for g in gone {
-            let target = changed.iter().position(|c| {
-                c.base.is_none()
-                    && c.hashed.content_hash == g.content_hash
-                    && !moved_to.contains(&c.path)
-            });
-            match target {
-                Some(i) => {
-                    let c = &changed[i];
-                    if self.send_move(&g, c, report).await? {
-                        moved_to.insert(c.path.clone());
-                    } else {
-                        still_gone.push(g);
-                    }
-                }
+            match by_content.get_mut(&g.content_hash).and_then(Vec::pop) {
+                Some(i) => pairs.push((g, i)),
                 None => still_gone.push(g),
+            }
+        }
+        let mut moved_to = HashSet::new();
+        for batch in pairs.chunks(BATCH_FILES) {
+            let sent = self.send_moves(batch, &changed, report).await?;
+            for ((g, i), ok) in batch.iter().zip(sent) {
+                if ok {
+                    moved_to.insert(changed[*i].path.clone());
+                } else {
+                    still_gone.push(g.clone());
+                }
             }
         }
         let mut puts: Vec<Changed> = changed
@@ -332,52 +337,63 @@ impl Syncer {
         Ok(())
     }
 
-    /// Sends a move; `false` if the server refused it (then it is sent as
-    /// a delete and a put).
-    async fn send_move(
+    /// Sends moves in one request; for each, `false` if the server refused
+    /// it (then it is sent as a delete and a new file).
+    async fn send_moves(
         &self,
-        from: &Synced,
-        to: &Changed,
+        pairs: &[(Synced, usize)],
+        changed: &[Changed],
         report: &mut PassReport,
-    ) -> Result<bool, SyncError> {
-        let mut digest = blake3::Hasher::new();
-        digest.update(b"move");
-        digest.update(from.path.as_str().as_bytes());
-        digest.update(&from.rev.0.to_le_bytes());
-        let op = self.state.op_for(&to.path, digest.finalize().as_bytes())?;
-        let op = FileOp::Move {
-            op_id: op
-                .parse()
-                .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
-            from: from.path.as_str().to_owned(),
-            from_rev: from.rev,
-            to: to.path.as_str().to_owned(),
-            base_rev: None,
-        };
+    ) -> Result<Vec<bool>, SyncError> {
+        let mut ops = Vec::with_capacity(pairs.len());
+        for (from, i) in pairs {
+            let to = &changed[*i];
+            let mut digest = blake3::Hasher::new();
+            digest.update(b"move");
+            digest.update(from.path.as_str().as_bytes());
+            digest.update(&from.rev.0.to_le_bytes());
+            let op = self.state.op_for(&to.path, digest.finalize().as_bytes())?;
+            self.state.note_sent(&to.path, &to.hashed.content_hash)?;
+            ops.push(FileOp::Move {
+                op_id: op
+                    .parse()
+                    .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
+                from: from.path.as_str().to_owned(),
+                from_rev: from.rev,
+                to: to.path.as_str().to_owned(),
+                base_rev: None,
+            });
+        }
         let r = self
             .api
-            .create_upload(self.ns, &CreateUpload { files: vec![op] })
+            .create_upload(self.ns, &CreateUpload { files: ops })
             .await?;
-        match r.results.first().map(|r| &r.outcome) {
-            Some(Outcome::Committed { rev, .. }) => {
-                self.state.forget(&from.path)?;
-                self.state.record(
-                    &Synced {
-                        path: to.path.clone(),
-                        rev: *rev,
-                        content_hash: to.hashed.content_hash,
-                        stat: to.stat,
-                    },
-                    &chunk_list(&to.hashed),
-                )?;
-                report.moved += 1;
-                Ok(true)
-            }
-            other => {
-                tracing::info!(from = %from.path, to = %to.path, outcome = ?other, "move refused; sending it as a delete and a new file");
-                Ok(false)
+        let mut out = Vec::with_capacity(pairs.len());
+        for ((from, i), result) in pairs.iter().zip(r.results) {
+            let to = &changed[*i];
+            match result.outcome {
+                Outcome::Committed { rev, .. } => {
+                    self.state.forget(&from.path)?;
+                    self.state.record(
+                        &Synced {
+                            path: to.path.clone(),
+                            rev,
+                            content_hash: to.hashed.content_hash,
+                            stat: to.stat,
+                        },
+                        &chunk_list(&to.hashed),
+                    )?;
+                    report.moved += 1;
+                    out.push(true);
+                }
+                other => {
+                    tracing::info!(from = %from.path, to = %to.path, outcome = ?other, "move refused; sending it as a delete and a new file");
+                    out.push(false);
+                }
             }
         }
+        out.resize(pairs.len(), false);
+        Ok(out)
     }
 
     /// Deletes on the server files deleted here, in one request. A file
