@@ -374,3 +374,89 @@ async fn a_download_killed_with_sigkill_leaves_no_file_and_resumes() {
     assert!(kills >= 1, "the download was never caught in flight");
     assert!(resumed > 0, "no run found chunks from the killed one");
 }
+
+/// Waits until `cond` holds, up to `limit`; returns how long it took.
+async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return Some(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_running_daemons_follow_each_other_live() {
+    let app = TestApp::spawn().await;
+    let (token_a, _) = app.user("ada", None).await;
+    let token_b = app.device("ada", "desk").await;
+    let a = Cli::new(&app.url, Some(&token_a), "laptop");
+    let b = Cli::new(&app.url, Some(&token_b), "desk");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _da = a
+        .command(&["sync", dir_a.path().to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let _db = b
+        .command(&["sync", dir_b.path().to_str().unwrap()])
+        .spawn()
+        .unwrap();
+
+    // A second daemon on the same folder is refused: they would undo each other.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let twin = a.run(&["sync", dir_a.path().to_str().unwrap()]).await;
+    assert!(!twin.status.success());
+    assert!(String::from_utf8_lossy(&twin.stderr).contains("already syncing"));
+
+    // A file saved on the laptop shows up on the desk: the watcher sees it,
+    // the desk's long-poll wakes.
+    write(
+        &dir_a.path().join("notes/today.md"),
+        b"written on the laptop\n",
+    );
+    let took = until(Duration::from_secs(20), || {
+        std::fs::read(dir_b.path().join("notes/today.md"))
+            .ok()
+            .as_deref()
+            == Some(&b"written on the laptop\n"[..])
+    })
+    .await
+    .expect("the desk never got the laptop's file");
+    eprintln!("laptop -> desk in {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // And back: a rename on the desk is a rename on the laptop.
+    std::fs::rename(
+        dir_b.path().join("notes/today.md"),
+        dir_b.path().join("notes/yesterday.md"),
+    )
+    .unwrap();
+    until(Duration::from_secs(20), || {
+        dir_a.path().join("notes/yesterday.md").exists()
+            && !dir_a.path().join("notes/today.md").exists()
+    })
+    .await
+    .expect("the laptop never saw the desk's rename");
+
+    // Deleting on the laptop deletes on the desk.
+    std::fs::remove_file(dir_a.path().join("notes/yesterday.md")).unwrap();
+    until(Duration::from_secs(20), || {
+        !dir_b.path().join("notes/yesterday.md").exists()
+    })
+    .await
+    .expect("the desk never saw the delete");
+
+    // `status --json` tells what is in sync and that nothing is pending.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..50 {
+        status = b.json(&["status", dir_b.path().to_str().unwrap()]).await;
+        if status["pending"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status["pending"].as_array().unwrap().len(), 0, "{status}");
+    assert!(status["last_pass_ms"].as_i64().is_some(), "{status}");
+}
