@@ -8,5 +8,6 @@
 mod converge;
 mod device;
 mod hostile;
+mod local_rules;
 mod model;
 mod offline;

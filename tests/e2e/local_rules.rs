@@ -1,0 +1,75 @@
+//! What the folder holds that must not sync, and what the event path can
+//! miss: `.driftignore` (gitignore syntax), editors' litter and temporary
+//! files, symlinks (skipped, never followed), and a cursor that skipped
+//! changes (the first pass's full reconcile brings them anyway).
+
+use driftless_daemon::sync::CURSOR_KEY;
+use driftless_tests::TestApp;
+
+use crate::device::Device;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_files_litter_and_symlinks_stay_local() {
+    let app = TestApp::spawn().await;
+    let (token_a, ns) = app.user("ada", None).await;
+    let token_b = app.device("ada", "desk").await;
+    let a = Device::new(&app.url, &token_a, ns, "laptop");
+    let b = Device::new(&app.url, &token_b, ns, "desk");
+    a.write(".driftignore", b"build/\n*.log\n!keep.log\n");
+    a.write("src/main.rs", b"fn main() {}\n");
+    a.write("build/out.o", b"object code");
+    a.write("debug.log", b"noise");
+    a.write("keep.log", b"kept on purpose");
+    a.write("notes.txt~", b"editor backup");
+    a.write(".~lock.report.odt#", b"office lock");
+    a.write("download.crdownload", b"half a download");
+    a.write(".DS_Store", b"finder");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"outside the folder").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), a.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), a.path().join("linkdir")).unwrap();
+    a.pass().await;
+    b.pass().await;
+    let got: Vec<String> = b.tree().into_keys().collect();
+    assert_eq!(got, [".driftignore", "keep.log", "src/main.rs"], "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_pass_reconciles_what_the_cursor_skipped() {
+    let app = TestApp::spawn().await;
+    let (token_a, ns) = app.user("ada", None).await;
+    let token_b = app.device("ada", "desk").await;
+    let a = Device::new(&app.url, &token_a, ns, "laptop");
+    let mut b = Device::new(&app.url, &token_b, ns, "desk");
+    a.write("kept.txt", b"v1");
+    a.write("gone.txt", b"doomed");
+    a.pass().await;
+    b.pass().await;
+
+    // A changes things; B's cursor jumps past them (as if their events were
+    // lost): only the full comparison can find them.
+    a.write("kept.txt", b"v2");
+    a.write("new.txt", b"brand new");
+    a.remove("gone.txt");
+    a.pass().await;
+    let head = driftless_daemon::http::ApiClient::new(&app.url, &token_b)
+        .changes(
+            driftless_protocol::NamespaceId(ns),
+            b.syncer.state().get(CURSOR_KEY).unwrap().as_deref(),
+            1000,
+        )
+        .await
+        .unwrap()
+        .cursor;
+    b.syncer.state().set(CURSOR_KEY, &head).unwrap();
+
+    // The same daemon's next pass sees nothing new on the feed...
+    let r = b.pass().await;
+    assert!(!r.changed(), "{r:?}");
+    // ...but a restarted one reconciles on its first pass.
+    let dir = b.take_dir();
+    b = Device::reopen(&app.url, &token_b, ns, "desk", dir);
+    let r = b.pass().await;
+    assert_eq!((r.downloaded, r.deleted_here), (2, 1), "{r:?}");
+    assert_eq!(a.tree(), b.tree());
+}
