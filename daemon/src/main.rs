@@ -400,6 +400,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let conflicts = state.conflicts()?;
             let last = state.get("last_pass_ms")?;
+            let uploads = state.saved_upload_count()?;
             if cli.json {
                 println!(
                     "{}",
@@ -408,6 +409,7 @@ async fn main() -> anyhow::Result<()> {
                         "namespace": state.get("namespace")?,
                         "synced_files": synced.len(),
                         "pending": changed,
+                        "uploads_in_flight": uploads,
                         "last_pass_ms": last.and_then(|l| l.parse::<i64>().ok()),
                         "bootstrapped": state.get(CURSOR_KEY)?.is_some(),
                         "conflicts": conflicts.iter().map(|(c, o, at)| serde_json::json!({"copy": c, "of": o, "at_ms": at})).collect::<Vec<_>>(),
@@ -425,6 +427,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 for c in &changed {
                     println!("pending  {c}");
+                }
+                if uploads > 0 {
+                    println!("{uploads} upload session(s) in flight (resumed by the next pass)");
                 }
                 for (copy, of, _) in &conflicts {
                     println!("conflict {copy} (from {of})");

@@ -110,7 +110,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     key       BLOB PRIMARY KEY,
     upload_id TEXT NOT NULL,
     needed    BLOB NOT NULL,
-    part_size INTEGER NOT NULL
+    part_size INTEGER NOT NULL,
+    used_ms   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS upload_parts (
     upload_id   TEXT NOT NULL,
@@ -412,10 +413,11 @@ impl State {
         let blob: Vec<u8> = needed.iter().flat_map(|h| *h.as_bytes()).collect();
         self.with(|c| {
             c.execute(
-                "INSERT INTO uploads (key, upload_id, needed, part_size) VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO uploads (key, upload_id, needed, part_size, used_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (key) DO UPDATE SET upload_id = excluded.upload_id, \
-                 needed = excluded.needed, part_size = excluded.part_size",
-                params![key.as_slice(), id.as_str(), blob, part_size as i64],
+                 needed = excluded.needed, part_size = excluded.part_size, used_ms = excluded.used_ms",
+                params![key.as_slice(), id.as_str(), blob, part_size as i64, crate::now_ms()],
             )
             .map(|_| ())
         })
@@ -466,6 +468,42 @@ impl State {
             )?;
             tx.execute("DELETE FROM uploads WHERE key = ?1", [key.as_slice()])?;
             tx.commit()
+        })
+    }
+
+    /// Notes that the session of batch `key` is in use (resumed).
+    pub fn touch_upload(&self, key: &[u8; 32]) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE uploads SET used_ms = ?2 WHERE key = ?1",
+                params![key.as_slice(), crate::now_ms()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Saved sessions not used since `before_ms`: left by a run whose
+    /// batch changed before it could resume them.
+    pub fn stale_uploads(
+        &self,
+        before_ms: i64,
+    ) -> Result<Vec<([u8; 32], driftless_protocol::UploadId)>, StateError> {
+        self.with(|c| {
+            let mut q = c.prepare("SELECT key, upload_id FROM uploads WHERE used_ms < ?1")?;
+            let rows = q
+                .query_map([before_ms], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(k, id)| {
+                    Some((
+                        <[u8; 32]>::try_from(k.as_slice()).ok()?,
+                        driftless_protocol::UploadId::try_from(id).ok()?,
+                    ))
+                })
+                .collect())
         })
     }
 

@@ -168,6 +168,14 @@ impl Syncer {
             self.sweep_partials(&ignore).await;
         }
         self.pull(&mut report).await?;
+        // A change the pull could not apply is behind the cursor now: the
+        // full comparison brings it, this pass or the next.
+        if !report.problems.is_empty() {
+            *self
+                .reconciled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
         let due = self
             .reconciled
             .lock()

@@ -220,13 +220,11 @@ pub async fn upload_batch(
     let (upload_id, needed, part_size, saved, stored) = match resumed {
         Some(Resumed::Committed(id)) => {
             // Committed before the crash: the commit's answer is kept.
-            let done = api
-                .commit(&id, &CommitRequest { parts: Vec::new() })
-                .await?;
+            let done = commit(api, &id, &CommitRequest { parts: Vec::new() }).await?;
             if let Some(j) = &journal {
                 j.forget_upload(&key)?;
             }
-            report.results = done.results;
+            report.results = answer_all(api, ns, items, Vec::new(), done.results).await?;
             return Ok(report);
         }
         Some(Resumed::Open {
@@ -237,21 +235,7 @@ pub async fn upload_batch(
             stored,
         }) => (id, needed, part_size, saved, stored),
         None => {
-            let ops = items
-                .iter()
-                .map(|i| {
-                    FileOp::Put(PutFile {
-                        op_id: i.op_id.clone(),
-                        path: i.remote.clone(),
-                        base_rev: i.base_rev,
-                        size: i.hashed.size,
-                        mtime_ms: mtime_ms(&i.local),
-                        chunking: i.hashed.chunking(),
-                        chunks: i.hashed.chunks.clone(),
-                        content_hash: i.hashed.content_hash,
-                    })
-                })
-                .collect();
+            let ops = items.iter().map(put_op).collect();
             let created = api.create_upload(ns, &CreateUpload { files: ops }).await?;
             report.results = created.results;
             let Some(id) = created.upload_id else {
@@ -336,17 +320,52 @@ pub async fn upload_batch(
     if let Some(j) = &journal {
         j.forget_upload(&key)?;
     }
-    // The commit answers for the pending files; the others were answered at
-    // creation (or, resumed, are answered again by the commit's stored results).
-    let mut by_op: HashMap<OpId, FileResult> = report
-        .results
-        .drain(..)
+    let created = std::mem::take(&mut report.results);
+    report.results = answer_all(api, ns, items, created, committed.results).await?;
+    Ok(report)
+}
+
+/// One result per item, in order: the commit answers for the files that
+/// needed bytes, the creation for the others. A resumed session has no
+/// creation answers, so those files are asked again: the server knows
+/// their operation ids and answers as it did the first time.
+async fn answer_all(
+    api: &ApiClient,
+    ns: NamespaceId,
+    items: &[UploadItem],
+    created: Vec<FileResult>,
+    committed: Vec<FileResult>,
+) -> Result<Vec<FileResult>, UploadError> {
+    let mut by_op: HashMap<OpId, FileResult> = created
+        .into_iter()
+        .chain(committed)
         .map(|r| (r.op_id.clone(), r))
         .collect();
-    for r in committed.results {
-        by_op.insert(r.op_id.clone(), r);
+    let unanswered: Vec<&UploadItem> = items
+        .iter()
+        .filter(|i| !by_op.contains_key(&i.op_id))
+        .collect();
+    if !unanswered.is_empty() {
+        let again = api
+            .create_upload(
+                ns,
+                &CreateUpload {
+                    files: unanswered.iter().map(|i| put_op(i)).collect(),
+                },
+            )
+            .await?;
+        // Bytes needed after all (storage lost them meanwhile): this session
+        // is not ours to finish; those files go again next pass.
+        if let Some(id) = again.upload_id
+            && let Err(e) = api.abort_upload(&id).await
+        {
+            tracing::debug!(error = %e, "could not abort a session opened to ask again");
+        }
+        for r in again.results {
+            by_op.insert(r.op_id.clone(), r);
+        }
     }
-    report.results = items
+    Ok(items
         .iter()
         .map(|i| {
             by_op.remove(&i.op_id).unwrap_or(FileResult {
@@ -355,8 +374,21 @@ pub async fn upload_batch(
                 outcome: Outcome::Pending,
             })
         })
-        .collect();
-    Ok(report)
+        .collect())
+}
+
+/// The operation that puts `i`.
+fn put_op(i: &UploadItem) -> FileOp {
+    FileOp::Put(PutFile {
+        op_id: i.op_id.clone(),
+        path: i.remote.clone(),
+        base_rev: i.base_rev,
+        size: i.hashed.size,
+        mtime_ms: mtime_ms(&i.local),
+        chunking: i.hashed.chunking(),
+        chunks: i.hashed.chunks.clone(),
+        content_hash: i.hashed.content_hash,
+    })
 }
 
 /// What an interrupted run left.
@@ -381,6 +413,7 @@ async fn resume(
     let Some(saved) = j.saved_upload(key)? else {
         return Ok(None);
     };
+    j.touch_upload(key)?;
     // A commit of it may still be running (the killed run's, finishing on
     // the server): wait for its end rather than act on a half-assembled
     // upload.
@@ -462,7 +495,7 @@ async fn commit(
 }
 
 /// Identifies a batch: the same files, contents and bases give the same key.
-fn batch_key(ns: NamespaceId, items: &[UploadItem]) -> [u8; 32] {
+pub fn batch_key(ns: NamespaceId, items: &[UploadItem]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(&ns.0.to_le_bytes());
     for i in items {

@@ -237,9 +237,14 @@ async fn two_devices_with_random_operations_and_disconnects_converge_without_los
         .await;
     eprintln!("{n} seeds in {:?}", started.elapsed());
     if let Some((seed, why)) = failures.first() {
+        let all: Vec<String> = failures
+            .iter()
+            .map(|(s, w)| format!("  seed {s}: {}", w.lines().next().unwrap_or_default()))
+            .collect();
         panic!(
-            "{} of {n} seeds failed; replay with DRIFTLESS_MODEL_SEED={seed}\n{why}",
-            failures.len()
+            "{} of {n} seeds failed:\n{}\nreplay with DRIFTLESS_MODEL_SEED={seed}\n{why}",
+            failures.len(),
+            all.join("\n")
         );
     }
 }

@@ -164,8 +164,27 @@ impl Syncer {
                         &super::chunk_list(&hashed),
                     )
                     .map_err(|x| x.to_string())?;
+                return Ok(());
             }
-            return Ok(());
+            // Only touched (same bytes as when last agreed): it is clean,
+            // and takes the server's version like any clean file.
+            let touched = synced
+                .as_ref()
+                .is_some_and(|s| s.content_hash == hashed.content_hash);
+            match (touched, self.root.stat(p)) {
+                (true, Some(stat)) => {
+                    self.state.restat(p, stat).map_err(|x| x.to_string())?;
+                    return match self.download(p, None, Some(stat), report).await {
+                        Ok(_) => Ok(()),
+                        Err(crate::download::DownloadError::Client(ClientError::Api {
+                            problem,
+                            ..
+                        })) if problem.code == ErrorCode::NotFound => Ok(()),
+                        Err(x) => Err(x.to_string()),
+                    };
+                }
+                _ => return Ok(()),
+            }
         }
         // Ask for the live version: a later entry may have replaced this rev
         // already, and applying the live one once is enough.

@@ -17,7 +17,7 @@ use crate::http::ClientError;
 use crate::local::LocalStat;
 use crate::scan::{Ignore, scan};
 use crate::state::Synced;
-use crate::upload::{UploadError, UploadItem, upload_batch};
+use crate::upload::{UploadError, UploadItem, batch_key, upload_batch};
 
 /// A local file that differs from its synced record.
 struct Changed {
@@ -113,7 +113,9 @@ impl Syncer {
             .filter(|c| !moved_to.contains(&c.path))
             .collect();
         puts.sort_by(|a, b| a.path.cmp(&b.path));
-        for batch in batches(puts) {
+        let batches = batches(puts);
+        self.abort_stale(&batches).await?;
+        for batch in batches {
             for (path, why) in self.send_puts(batch, report).await? {
                 let what = format!("{path}: {why}");
                 tracing::warn!(problem = %what, "local change not sent; retried next pass");
@@ -161,6 +163,56 @@ impl Syncer {
         }
     }
 
+    /// The upload items of a batch (operation ids are stable: the same
+    /// file, content and base give the same id after a crash).
+    fn items_for(&self, batch: &[Changed]) -> Result<Vec<UploadItem>, SyncError> {
+        let mut items = Vec::with_capacity(batch.len());
+        for c in batch {
+            let base_rev = c.base.as_ref().map(|b| b.rev);
+            let mut digest = blake3::Hasher::new();
+            digest.update(c.hashed.content_hash.as_bytes());
+            digest.update(&base_rev.map_or(0, |r| r.0).to_le_bytes());
+            let op = self.state.op_for(&c.path, digest.finalize().as_bytes())?;
+            self.state.note_sent(&c.path, &c.hashed.content_hash)?;
+            items.push(UploadItem {
+                local: self.root.path_of(&c.path),
+                hashed: c.hashed.clone(),
+                remote: c.path.as_str().to_owned(),
+                base_rev,
+                op_id: op
+                    .parse()
+                    .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
+            });
+        }
+        Ok(items)
+    }
+
+    /// Aborts the upload sessions an earlier, killed run left for batches
+    /// that changed since: nothing will resume them, and until they end
+    /// the server counts their chunks as on their way.
+    async fn abort_stale(&self, batches: &[Vec<Changed>]) -> Result<(), SyncError> {
+        let mut keep = HashSet::new();
+        for b in batches {
+            keep.insert(batch_key(self.ns, &self.items_for(b)?));
+        }
+        for (key, id) in self.state.stale_uploads(i64::MAX)? {
+            if keep.contains(&key) {
+                continue;
+            }
+            match self.api.abort_upload(&id).await {
+                Ok(()) => {}
+                Err(ClientError::Api { problem, .. })
+                    if matches!(problem.code, ErrorCode::NotFound | ErrorCode::UploadClosed) => {}
+                Err(e) => {
+                    tracing::debug!(upload = %id, error = %e, "could not abort a stale session");
+                    continue;
+                }
+            }
+            self.state.forget_upload(&key)?;
+        }
+        Ok(())
+    }
+
     /// Uploads changed files in one session (their chunks share parts) and
     /// applies each file's answer. A file that changes while it is being
     /// read leaves the batch (it is retried next pass); the rest go on.
@@ -172,24 +224,7 @@ impl Syncer {
     ) -> Result<Vec<(SyncPath, String)>, SyncError> {
         let mut failed = Vec::new();
         while !batch.is_empty() {
-            let mut items = Vec::with_capacity(batch.len());
-            for c in &batch {
-                let base_rev = c.base.as_ref().map(|b| b.rev);
-                let mut digest = blake3::Hasher::new();
-                digest.update(c.hashed.content_hash.as_bytes());
-                digest.update(&base_rev.map_or(0, |r| r.0).to_le_bytes());
-                let op = self.state.op_for(&c.path, digest.finalize().as_bytes())?;
-                self.state.note_sent(&c.path, &c.hashed.content_hash)?;
-                items.push(UploadItem {
-                    local: self.root.path_of(&c.path),
-                    hashed: c.hashed.clone(),
-                    remote: c.path.as_str().to_owned(),
-                    base_rev,
-                    op_id: op
-                        .parse()
-                        .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
-                });
-            }
+            let items = self.items_for(&batch)?;
             let sent = upload_batch(
                 &self.api,
                 self.ns,
