@@ -112,6 +112,29 @@ pub fn scan(root: &Root, ignore: &Ignore) -> Scan {
                 out.partials.push(local);
                 continue;
             }
+            // A name not in Unicode NFC (as macOS writes them) is stored under
+            // its NFC form, so that the path the server knows is the path on
+            // disk; if that name is taken, the two would be one file on the
+            // server and neither is synced until the user renames one.
+            let mut local = local;
+            if let Ok(p) = SyncPath::from_local(&name)
+                && p.as_str() != name
+                && !ft.is_symlink()
+            {
+                let nfc = local.with_file_name(p.as_str());
+                if std::fs::symlink_metadata(&nfc).is_ok() {
+                    let shown = local.strip_prefix(root.dir()).unwrap_or(&local);
+                    out.skipped.push((
+                        shown.display().to_string(),
+                        "another file has the same name in another Unicode normalization",
+                    ));
+                    continue;
+                }
+                if std::fs::rename(&local, &nfc).is_err() {
+                    continue;
+                }
+                local = nfc;
+            }
             let Some(p) = root.sync_path(&local) else {
                 if name != STATE_DIR && !name.starts_with(PARTIAL_PREFIX) {
                     let shown = local.strip_prefix(root.dir()).unwrap_or(&local);

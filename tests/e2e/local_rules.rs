@@ -73,3 +73,35 @@ async fn the_first_pass_reconciles_what_the_cursor_skipped() {
     assert_eq!((r.downloaded, r.deleted_here), (2, 1), "{r:?}");
     assert_eq!(a.tree(), b.tree());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_in_nfd_is_synced_under_its_nfc_form() {
+    let app = TestApp::spawn().await;
+    let (token_a, ns) = app.user("ada", None).await;
+    let token_b = app.device("ada", "desk").await;
+    let a = Device::new(&app.url, &token_a, ns, "laptop");
+    let b = Device::new(&app.url, &token_b, ns, "desk");
+    let (nfd, nfc) = ("cafe\u{301}.txt", "caf\u{e9}.txt");
+    a.write(nfd, b"written by a Mac");
+    let r = a.pass().await;
+    assert_eq!(r.uploaded, 1);
+    assert!(
+        a.read(nfc).is_some() && !a.path().join(nfd).exists(),
+        "renamed to NFC on disk"
+    );
+    b.pass().await;
+    assert_eq!(b.read(nfc).as_deref(), Some(&b"written by a Mac"[..]));
+    // Nothing left to do: the path on disk is the path the server knows.
+    assert!(!a.pass().await.changed() && !b.pass().await.changed());
+    assert_eq!(a.tree(), b.tree());
+
+    // Both forms at once on one device: one file on the server, so the
+    // other is left alone (reported), never overwritten.
+    a.write(nfd, b"a second file with the same name in NFD");
+    a.pass().await;
+    assert_eq!(a.read(nfc).as_deref(), Some(&b"written by a Mac"[..]));
+    assert_eq!(
+        std::fs::read(a.path().join(nfd)).unwrap(),
+        b"a second file with the same name in NFD"
+    );
+}
