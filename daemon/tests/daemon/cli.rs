@@ -460,3 +460,98 @@ async fn two_running_daemons_follow_each_other_live() {
     assert_eq!(status["pending"].as_array().unwrap().len(), 0, "{status}");
     assert!(status["last_pass_ms"].as_i64().is_some(), "{status}");
 }
+
+/// Peak resident memory of a `driftless upload` of `mib` MiB, in KiB.
+async fn upload_peak_kib(cli: &Cli, work: &Path, mib: usize, name: &str) -> u64 {
+    let file = work.join(name);
+    write(&file, &random(mib << 20, mib as u64));
+    let mut child = cli
+        .command(&["--json", "upload", file.to_str().unwrap(), name])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut peak = 0u64;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some(kib) = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        {
+            peak = peak.max(kib);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(child.wait().await.unwrap().success());
+    std::fs::remove_file(&file).unwrap();
+    peak
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_memory_does_not_grow_with_the_file() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.user("ada", None).await;
+    let cli = Cli::new(&app.url, Some(&token), "laptop");
+    let work = tempfile::tempdir().unwrap();
+    // Both sizes fill the pipeline: parts of 16 MiB, 4 PUT at once and 4
+    // queued behind them, whatever the file size.
+    let small = upload_peak_kib(&cli, work.path(), 192, "small.bin").await;
+    let large = upload_peak_kib(&cli, work.path(), 768, "large.bin").await;
+    eprintln!(
+        "peak RSS: 192 MiB file {} MiB, 768 MiB file {} MiB",
+        small / 1024,
+        large / 1024
+    );
+    assert!(large < small + 32 * 1024, "{small} KiB vs {large} KiB");
+    assert!(large < 256 * 1024, "{large} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_bars_show_on_a_terminal_only() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.user("ada", None).await;
+    let cli = Cli::new(&app.url, Some(&token), "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("f.bin");
+    write(&file, &random(24 << 20, 3));
+    // Not a terminal: no bar on standard error.
+    let out = cli
+        .run(&["upload", file.to_str().unwrap(), "piped.bin"])
+        .await;
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("eta") && !err.contains('\r'), "{err}");
+    // On a terminal (a pseudo-terminal from `script`): a bar.
+    let cmd = format!(
+        "{} upload {} tty.bin",
+        env!("CARGO_BIN_EXE_driftless"),
+        file.to_str().unwrap()
+    );
+    let mut script = cli.command(&[]);
+    let script = script
+        .as_std_mut()
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect::<Vec<_>>();
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(script)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("tty.bin") && shown.contains("MiB"),
+        "{shown}"
+    );
+}
