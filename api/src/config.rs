@@ -27,6 +27,33 @@ use std::time::Duration;
 use anyhow::Context;
 use driftless_store::env::{flag, secs, var};
 
+/// Every environment variable the server binaries (`driftless-server`,
+/// `driftless-consumer`) read. Tests check this list against the code
+/// (every `"DRIFTLESS_…"` name in it) and docker-compose.yml against it.
+pub const ENV: &[&str] = &[
+    "DRIFTLESS_LISTEN",
+    "DRIFTLESS_DATA_DIR",
+    "DRIFTLESS_DATABASE_URL",
+    "DRIFTLESS_S3_ENDPOINT",
+    "DRIFTLESS_S3_BUCKET",
+    "DRIFTLESS_S3_REGION",
+    "DRIFTLESS_S3_ACCESS_KEY",
+    "DRIFTLESS_S3_SECRET_KEY",
+    "DRIFTLESS_S3_PATH_STYLE",
+    "DRIFTLESS_EMBEDDED_S3_LISTEN",
+    "DRIFTLESS_CURSOR_SECRET",
+    "DRIFTLESS_PRESIGN_TTL_SECS",
+    "DRIFTLESS_UPLOAD_TTL_SECS",
+    "DRIFTLESS_CORS_ORIGINS",
+    "DRIFTLESS_KAFKA_BROKERS",
+    "DRIFTLESS_KAFKA_TOPIC",
+    "DRIFTLESS_KAFKA_PARTITIONS",
+    "DRIFTLESS_KAFKA_REPLICATION",
+    "DRIFTLESS_KAFKA_DEBUG",
+    "DRIFTLESS_RUN_CONSUMERS",
+    "DRIFTLESS_FAILPOINT",
+];
+
 /// Where objects are stored.
 #[derive(Clone)]
 pub enum S3Choice {

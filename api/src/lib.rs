@@ -7,9 +7,11 @@
 //! functions on port 0.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod reconcile;
 pub mod routes;
 pub mod state;
 

@@ -6,38 +6,11 @@
 use std::io::Read;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use driftless_api::cli::{Cli, Command};
 use driftless_api::config::{Config, S3Choice};
 use driftless_api::{Server, create_user, run};
 use tokio::net::TcpListener;
-
-#[derive(Parser)]
-#[command(
-    name = "driftless-server",
-    version,
-    about = "The driftless sync server"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the API (the default).
-    Serve,
-    /// Create a user with a home folder and a first device; prints the device token.
-    CreateUser {
-        /// User name.
-        name: String,
-        /// Read a password for `driftless login` from standard input.
-        #[arg(long)]
-        password_stdin: bool,
-        /// Name of the first device.
-        #[arg(long, default_value = "admin-created")]
-        device: String,
-    },
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -49,7 +22,18 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    if !matches!(cli.command, None | Some(Command::Serve)) {
+        // An admin command beside a running server: the embedded S3 port is
+        // the server's, and the command reaches the same folder on its own.
+        if let S3Choice::Embedded { listen } = &mut config.s3 {
+            listen.set_port(0);
+        }
+    }
+    if let Some(Command::Reconcile(args)) = &cli.command {
+        let status = driftless_api::reconcile::run(&config, args).await?;
+        std::process::exit(status);
+    }
     let server = Server::start(&config).await?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -81,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
             let token = create_user(&server.state, &name, password.as_deref(), &device).await?;
             println!("{token}");
         }
+        Command::Reconcile(_) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -7,8 +7,10 @@
 //! Workers never serve HTTP; the API process starts them next to its router,
 //! and the same library runs them on their own.
 
+pub mod cli;
 pub mod durable;
 pub mod notifier;
+pub mod reconcile;
 pub mod relay;
 pub mod run;
 pub mod sessions;

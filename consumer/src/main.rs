@@ -13,7 +13,8 @@
 //! commit.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use driftless_consumer::cli::{Cli, Command};
 use driftless_consumer::run::{
     ConsumerSetup, Failpoint, RelaySignals, start_consumers, start_relay,
 };
@@ -21,29 +22,6 @@ use driftless_store::env::{secs, var};
 use driftless_store::meta::{journal, marks};
 use driftless_store::{BlobStore, Db, EventBus};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Parser)]
-#[command(
-    name = "driftless-consumer",
-    version,
-    about = "driftless event-stream workers"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the relay, the verifier and the sweepers until interrupted (the default).
-    Run,
-    /// Print the outbox backlog and the lag of the consumers and the devices.
-    Lag {
-        /// JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -118,10 +118,22 @@ impl Verifier {
         pack_id: &str,
     ) -> Result<PackCheck, VerifyError> {
         let pending = chunks::pending_in_pack(&self.db, ns, pack_id).await?;
+        self.check_chunks(ns, pack_id, &pending).await
+    }
+
+    /// Reads `these` chunks of one pack back (in pack order) and judges each
+    /// (no writes): the verifier's pending chunks, reconcile's scrub sample.
+    pub async fn check_chunks(
+        &mut self,
+        ns: NamespaceId,
+        pack_id: &str,
+        these: &[ChunkLocation],
+    ) -> Result<PackCheck, VerifyError> {
+        let pending = these;
         let key = pack_key(pack_id);
         let mut good = Vec::with_capacity(pending.len());
         let mut bad = Vec::new();
-        for run in runs(&pending) {
+        for run in runs(pending) {
             let start = run[0].offset;
             let len = run
                 .iter()

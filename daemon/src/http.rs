@@ -94,6 +94,16 @@ impl ApiClient {
         Err(refusal(status, &body))
     }
 
+    /// A call whose success has no body worth reading.
+    async fn call_empty(&self, req: reqwest::RequestBuilder) -> Result<(), ClientError> {
+        let resp = req.bearer_auth(&self.token).send().await?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        Err(refusal(status, &resp.bytes().await?))
+    }
+
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
@@ -200,18 +210,12 @@ impl ApiClient {
 
     /// `POST /v1/namespaces/{ns}/cursor`: what this device has applied.
     pub async fn report_cursor(&self, ns: NamespaceId, cursor: &str) -> Result<(), ClientError> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/namespaces/{ns}/cursor", self.base))
-            .bearer_auth(&self.token)
-            .json(&serde_json::json!({ "cursor": cursor }))
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        Err(refusal(status, &resp.bytes().await?))
+        self.call_empty(
+            self.http
+                .post(format!("{}/v1/namespaces/{ns}/cursor", self.base))
+                .json(&serde_json::json!({ "cursor": cursor })),
+        )
+        .await
     }
 
     /// `GET /v1/namespaces/{ns}/manifest`: a version's chunks with presigned
@@ -267,12 +271,7 @@ impl ApiClient {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(ClientError::Storage {
-                part: 0,
-                status,
-                code: s3_code(&body),
-            });
+            return Err(storage_refusal(0, status, resp).await);
         }
         Ok(resp)
     }
@@ -313,17 +312,8 @@ impl ApiClient {
 
     /// `DELETE /v1/uploads/{id}`: aborts the session (S3 frees its parts).
     pub async fn abort_upload(&self, id: &UploadId) -> Result<(), ClientError> {
-        let resp = self
-            .http
-            .delete(format!("{}/v1/uploads/{id}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        Err(refusal(status, &resp.bytes().await?))
+        self.call_empty(self.http.delete(format!("{}/v1/uploads/{id}", self.base)))
+            .await
     }
 
     /// PUTs a part's bytes to its presigned URL; returns the ETag.
@@ -335,18 +325,23 @@ impl ApiClient {
         let resp = req.body(body).send().await?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(ClientError::Storage {
-                part: url.part_number,
-                status,
-                code: s3_code(&body),
-            });
+            return Err(storage_refusal(url.part_number, status, resp).await);
         }
         resp.headers()
             .get("etag")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .ok_or_else(|| ClientError::Protocol("part PUT returned no ETag".into()))
+    }
+}
+
+/// Object storage's refusal of a presigned request, with S3's error code.
+async fn storage_refusal(part: u32, status: u16, resp: reqwest::Response) -> ClientError {
+    let body = resp.bytes().await.unwrap_or_default();
+    ClientError::Storage {
+        part,
+        status,
+        code: s3_code(&body),
     }
 }
 

@@ -197,6 +197,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The API client of the stored credentials and the namespace to use.
+async fn connect(namespace: Option<u64>) -> anyhow::Result<(ApiClient, NamespaceId)> {
+    let creds = credentials()?;
+    let api = ApiClient::new(&creds.server, &creds.token);
+    let ns = home_namespace(&api, namespace).await?;
+    Ok((api, ns))
+}
+
 async fn home_namespace(api: &ApiClient, given: Option<u64>) -> anyhow::Result<NamespaceId> {
     if let Some(n) = given {
         return Ok(NamespaceId(n));
@@ -444,9 +452,7 @@ async fn main() -> anyhow::Result<()> {
             remote,
             namespace,
         } => {
-            let creds = credentials()?;
-            let api = ApiClient::new(&creds.server, &creds.token);
-            let ns = home_namespace(&api, namespace).await?;
+            let (api, ns) = connect(namespace).await?;
             let journal = Arc::new(State::open(&transfers_db()?)?);
             let opts = upload_options()?;
             transfer::upload(&api, ns, &file, &remote, journal, opts, cli.json).await?;
@@ -457,21 +463,15 @@ async fn main() -> anyhow::Result<()> {
             rev,
             namespace,
         } => {
-            let creds = credentials()?;
-            let api = ApiClient::new(&creds.server, &creds.token);
-            let ns = home_namespace(&api, namespace).await?;
+            let (api, ns) = connect(namespace).await?;
             transfer::download(&api, ns, &remote, rev, &file, cli.json).await?;
         }
         Command::Ls { prefix, namespace } => {
-            let creds = credentials()?;
-            let api = ApiClient::new(&creds.server, &creds.token);
-            let ns = home_namespace(&api, namespace).await?;
+            let (api, ns) = connect(namespace).await?;
             transfer::ls(&api, ns, prefix.as_deref(), cli.json).await?;
         }
         Command::History { path, namespace } => {
-            let creds = credentials()?;
-            let api = ApiClient::new(&creds.server, &creds.token);
-            let ns = home_namespace(&api, namespace).await?;
+            let (api, ns) = connect(namespace).await?;
             let versions = api.versions(ns, &path).await?;
             if cli.json {
                 println!("{}", serde_json::to_string(&versions)?);
@@ -492,9 +492,7 @@ async fn main() -> anyhow::Result<()> {
             rev,
             namespace,
         } => {
-            let creds = credentials()?;
-            let api = ApiClient::new(&creds.server, &creds.token);
-            let ns = home_namespace(&api, namespace).await?;
+            let (api, ns) = connect(namespace).await?;
             let current = api
                 .versions(ns, &path)
                 .await?

@@ -159,6 +159,15 @@ impl Syncer {
         self.ns
     }
 
+    /// Makes the next chance (this pass, or the next) run the full
+    /// comparison with the server.
+    pub(crate) fn reconcile_soon(&self) {
+        *self
+            .reconciled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
     /// Pull, push, pull: afterwards both sides hold what either had,
     /// unless something changed meanwhile (the next pass takes it).
     pub async fn pass(&self) -> Result<PassReport, SyncError> {
@@ -171,10 +180,7 @@ impl Syncer {
         // A change the pull could not apply is behind the cursor now: the
         // full comparison brings it, this pass or the next.
         if !report.problems.is_empty() {
-            *self
-                .reconciled
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            self.reconcile_soon();
         }
         let due = self
             .reconciled

@@ -73,6 +73,37 @@ pub struct StoredPart {
     pub etag: Option<String>,
 }
 
+/// An object as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Last modified, ms since the epoch (0 if the store did not say).
+    pub modified_ms: i64,
+}
+
+/// A multipart upload in progress, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedUpload {
+    /// The object key it will write.
+    pub key: String,
+    /// The S3 upload id.
+    pub upload_id: String,
+    /// When it was started, ms since the epoch (0 if the store did not say).
+    pub initiated_ms: i64,
+}
+
+/// One page of a listing and where the next one starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The entries.
+    pub items: Vec<T>,
+    /// Pass back to get the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
 /// Why a blob operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -355,6 +386,90 @@ impl BlobStore {
             .await
             .map_err(|e| BlobError::Unavailable(e.to_string()))?;
         Ok(body.into_bytes())
+    }
+
+    /// One page (up to 1000) of the objects under `prefix`, in key order,
+    /// starting after the page `from` names.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        from: Option<String>,
+    ) -> Result<Page<ListedObject>, BlobError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_continuation_token(from)
+            .send()
+            .await
+            .map_err(map_err)?;
+        let items = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ListedObject {
+                    key: o.key()?.to_owned(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    modified_ms: o.last_modified().map_or(0, |t| t.to_millis().unwrap_or(0)),
+                })
+            })
+            .collect();
+        let next = match out.is_truncated() {
+            Some(true) => out.next_continuation_token().map(str::to_owned),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    /// One page of the multipart uploads in progress under `prefix`;
+    /// `Ok(None)` if the store does not implement the listing.
+    pub async fn list_uploads_page(
+        &self,
+        prefix: &str,
+        from: Option<String>,
+    ) -> Result<Option<Page<ListedUpload>>, BlobError> {
+        let (key_marker, upload_marker) = from
+            .as_deref()
+            .and_then(|f| f.split_once('\n'))
+            .map(|(k, u)| (k.to_owned(), u.to_owned()))
+            .unzip();
+        let out = match self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker)
+            .set_upload_id_marker(upload_marker)
+            .send()
+            .await
+            .map_err(map_err)
+        {
+            Ok(out) => out,
+            Err(BlobError::Refused { code, .. }) if code == "NotImplemented" => return Ok(None),
+            Err(BlobError::Unavailable(m)) if m.contains("NotImplemented") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let items: Vec<ListedUpload> = out
+            .uploads()
+            .iter()
+            .filter_map(|u| {
+                Some(ListedUpload {
+                    key: u.key()?.to_owned(),
+                    upload_id: u.upload_id()?.to_owned(),
+                    initiated_ms: u.initiated().map_or(0, |t| t.to_millis().unwrap_or(0)),
+                })
+            })
+            .collect();
+        let next = match (out.is_truncated(), items.last()) {
+            (Some(true), Some(last)) => Some(format!(
+                "{}\n{}",
+                out.next_key_marker().unwrap_or(&last.key),
+                out.next_upload_id_marker().unwrap_or(&last.upload_id)
+            )),
+            _ => None,
+        };
+        Ok(Some(Page { items, next }))
     }
 
     /// Writes a whole object (reconcile's pack rewrites, tests).

@@ -34,8 +34,7 @@ impl EmbeddedS3 {
         secret_key: &str,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
-        let fs =
-            s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        let fs = crate::embedded_fs::EmbeddedFs::new(root)?;
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
         let service = builder.build();

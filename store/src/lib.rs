@@ -7,6 +7,7 @@
 
 pub mod blob;
 pub mod db;
+pub mod embedded_fs;
 pub mod embedded_s3;
 pub mod env;
 pub mod events;
@@ -14,7 +15,10 @@ pub mod kafka;
 pub mod lease;
 pub mod meta;
 
-pub use blob::{BlobConfig, BlobError, BlobStore, Presigned, StoredPart, pack_key};
+pub use blob::{
+    BlobConfig, BlobError, BlobStore, ListedObject, ListedUpload, Page, Presigned, StoredPart,
+    pack_key,
+};
 pub use db::{Db, Dialect};
 pub use embedded_s3::EmbeddedS3;
 pub use events::{

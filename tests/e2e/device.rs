@@ -108,15 +108,4 @@ pub(crate) fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// Deterministic bytes.
-pub(crate) fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+pub(crate) use driftless_tests::random_bytes as data;

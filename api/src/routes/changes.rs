@@ -88,6 +88,17 @@ fn check_retained(b: &Bounds, seq: Seq) -> ApiResult<()> {
     Ok(())
 }
 
+/// After reading journal entries past `after`: if compaction moved past
+/// `after` meanwhile, the page may have lost entries to it, silently. The
+/// caller must start over (410), never take the page.
+async fn still_retained(state: &AppState, ns: NamespaceId, after: Seq) -> ApiResult<()> {
+    let now = bounds(state, ns).await?;
+    if after < now.compacted {
+        return check_retained(&now, after);
+    }
+    Ok(())
+}
+
 async fn changes(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,6 +156,7 @@ async fn changes(
             check_retained(&b, *after)?;
             let mut entries =
                 journal::journal_page(&state.db, ns, prefix.as_ref(), *after, limit + 1).await?;
+            still_retained(&state, ns, *after).await?;
             let more = entries.len() > limit;
             entries.truncate(limit);
             let last = entries.last().and_then(|e| e.seq).unwrap_or(*after);
@@ -259,6 +271,7 @@ impl Echo<'_> {
             ECHO_SCAN + 1,
         )
         .await?;
+        still_retained(self.state, self.ns, *after).await?;
         let within: Vec<_> = entries
             .iter()
             .filter(|e| e.seq.is_some_and(|s| s <= head))

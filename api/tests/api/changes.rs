@@ -360,3 +360,77 @@ async fn hundred_pollers_64_writers(app: TestApp) {
     let distinct: BTreeSet<_> = expected.iter().collect();
     assert_eq!(distinct.len() as u64, WRITERS * EACH);
 }
+
+/// Journal compaction racing the feed: a page read from a cursor while
+/// compaction passes it is whole (starts right after the cursor) or a 410,
+/// never a page with its first entries gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_read_while_the_journal_is_compacted_is_whole_or_410() {
+    let app = TestApp::spawn().await;
+    let (token, ns) = app.user("gus", None).await;
+    let api = Arc::new(Api::new(&app.url, &token));
+    // A cursor after every entry.
+    let (_, mut cursor) = drain(&api, ns, "").await;
+    let mut cursors = vec![cursor.clone()];
+    for i in 0..160 {
+        put(&api, ns, &format!("f{i}.txt"), None, &format!("op-{i}")).await;
+        cursor = drain(&api, ns, &format!("cursor={cursor}")).await.1;
+        cursors.push(cursor.clone());
+    }
+    let (mut whole, mut resets) = (0u32, 0u32);
+    for at in (8..150usize).step_by(6) {
+        // Compaction walks up to two entries past the cursor, one at a time,
+        // while pages are read from it.
+        let db = app.state.db.clone();
+        let compactor = tokio::spawn(async move {
+            for upto in (at as i64 - 4)..=(at as i64 + 2) {
+                let mut tx = db.begin().await.unwrap();
+                for table in ["journal", "outbox"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE namespace_id = $1 AND seq <= $2"
+                    ))
+                    .bind(ns as i64)
+                    .bind(upto)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                }
+                sqlx::query("UPDATE namespaces SET compacted_seq = $1 WHERE id = $2")
+                    .bind(upto)
+                    .bind(ns as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        loop {
+            let (status, v) = api
+                .get(&format!(
+                    "/v1/namespaces/{ns}/changes?cursor={}&limit=3",
+                    cursors[at]
+                ))
+                .await;
+            if status == 410 {
+                assert_eq!(v["code"], "cursor_reset", "{v}");
+                resets += 1;
+                break;
+            }
+            assert_eq!(status, 200, "{v}");
+            let p: ChangesPage = serde_json::from_value(v).unwrap();
+            let first = p.entries.first().and_then(|e| e.seq);
+            assert_eq!(
+                first,
+                Some(Seq(at as u64 + 1)),
+                "entries lost to compaction: {p:?}"
+            );
+            whole += 1;
+        }
+        compactor.await.unwrap();
+    }
+    assert!(
+        whole > 0 && resets > 0,
+        "{whole} whole pages, {resets} resets"
+    );
+}

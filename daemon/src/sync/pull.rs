@@ -33,7 +33,11 @@ impl Syncer {
                 {
                     // The journal no longer reaches back to our cursor:
                     // start from the snapshot; three-way decisions still hold.
+                    // The snapshot lists no deletes or moves: the full
+                    // comparison (this pass or the next) finds what the
+                    // skipped entries removed.
                     tracing::warn!(code = %problem.code, "cursor no longer valid; bootstrapping again");
+                    self.reconcile_soon();
                     cursor = None;
                     continue;
                 }

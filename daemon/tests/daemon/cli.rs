@@ -60,6 +60,33 @@ impl Cli {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `driftless login`, the password on standard input.
+    pub(crate) async fn login(&self, server: &str, user: &str, password: &[u8]) -> Output {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .command(&[
+                "login",
+                "--server",
+                server,
+                "--user",
+                user,
+                "--password-stdin",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password)
+            .await
+            .unwrap();
+        child.wait_with_output().await.unwrap()
+    }
+
     pub(crate) async fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
@@ -106,51 +133,15 @@ async fn login_keeps_a_private_token_and_the_commands_round_trip() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("driftless login"));
 
     // A wrong password is refused and stores nothing.
-    let mut login = cli.command(&[
-        "login",
-        "--server",
-        &app.url,
-        "--user",
-        "ada",
-        "--password-stdin",
-    ]);
-    login
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = login.spawn().unwrap();
-    use tokio::io::AsyncWriteExt;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"wrong\n")
-        .await
-        .unwrap();
-    assert!(!child.wait_with_output().await.unwrap().status.success());
+    assert!(
+        !cli.login(&app.url, "ada", b"wrong\n")
+            .await
+            .status
+            .success()
+    );
     assert!(!cli.config.path().join("credentials.json").exists());
 
-    let mut login = cli.command(&[
-        "login",
-        "--server",
-        &app.url,
-        "--user",
-        "ada",
-        "--password-stdin",
-    ]);
-    login
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = login.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse battery\n")
-        .await
-        .unwrap();
-    let out = child.wait_with_output().await.unwrap();
+    let out = cli.login(&app.url, "ada", b"correct horse battery\n").await;
     assert!(
         out.status.success(),
         "{}",

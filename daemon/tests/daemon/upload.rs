@@ -7,17 +7,7 @@ use driftless_daemon::{ApiClient, UploadOptions, upload_file};
 use driftless_protocol::{NamespaceId, OpId, Outcome};
 use driftless_tests::TestApp;
 
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use driftless_tests::random_bytes as random;
 
 async fn content(app: &TestApp, token: &str, ns: u64, path: &str) -> Vec<u8> {
     let resp = reqwest::Client::new()

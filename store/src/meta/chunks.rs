@@ -110,6 +110,32 @@ pub async fn record_chunks(
     chunks: &[ChunkLocation],
 ) -> Result<(), sqlx::Error> {
     let now = crate::db::now_ms();
+    // A corrupt chunk's row moves here: its old pack no longer holds it.
+    // (`packs.live_bytes` is the sum of the rows located in the pack.)
+    let hashes: Vec<ChunkHash> = chunks.iter().map(|c| c.hash).collect();
+    for batch in hashes.chunks(BATCH) {
+        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT pack_id, stored_len FROM chunks WHERE namespace_id = $1 AND state = 2 \
+             AND pack_id <> $2 AND hash IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(ns).bind(pack_id);
+        for h in batch {
+            q = q.bind(h.as_bytes().to_vec());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let (old, len): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
+            sqlx::query(
+                "UPDATE packs SET live_bytes = live_bytes - $1 WHERE namespace_id = $2 AND id = $3",
+            )
+            .bind(len)
+            .bind(ns)
+            .bind(old)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
     for c in chunks {
         sqlx::query(
             "INSERT INTO chunks (namespace_id, hash, raw_len, pack_id, pack_offset, stored_len, codec, state, \
@@ -211,4 +237,93 @@ pub async fn settle(
         }
     }
     Ok(changed)
+}
+
+/// Which chunks of a pack to mark corrupt.
+#[derive(Clone, Copy, Debug)]
+pub enum Bad<'a> {
+    /// These.
+    Hashes(&'a [ChunkHash]),
+    /// Every chunk whose stored bytes do not fit in an object of this size
+    /// (0: the object is gone).
+    Beyond(u64),
+}
+
+/// Marks chunks of `pack_id` corrupt (whatever their state but corrupt);
+/// returns the hashes whose state changed.
+pub async fn mark_corrupt(
+    conn: &mut AnyConnection,
+    ns: NamespaceId,
+    pack_id: &str,
+    bad: Bad<'_>,
+) -> Result<Vec<ChunkHash>, sqlx::Error> {
+    let mut changed = Vec::new();
+    let mut take = |rows: Vec<sqlx::any::AnyRow>| -> Result<(), sqlx::Error> {
+        for r in rows {
+            if let Ok(h) = <[u8; 32]>::try_from(r.try_get::<Vec<u8>, _>(0)?) {
+                changed.push(ChunkHash::from_bytes(h));
+            }
+        }
+        Ok(())
+    };
+    match bad {
+        Bad::Beyond(size) => take(
+            sqlx::query(
+                "UPDATE chunks SET state = 2 WHERE namespace_id = $1 AND pack_id = $2 \
+                 AND state <> 2 AND pack_offset + stored_len > $3 RETURNING hash",
+            )
+            .bind(to_db(ns.0))
+            .bind(pack_id)
+            .bind(to_db(size))
+            .fetch_all(&mut *conn)
+            .await?,
+        )?,
+        Bad::Hashes(hashes) => {
+            for batch in hashes.chunks(BATCH) {
+                let placeholders: Vec<String> =
+                    (0..batch.len()).map(|i| format!("${}", i + 3)).collect();
+                let sql = format!(
+                    "UPDATE chunks SET state = 2 WHERE namespace_id = $1 AND pack_id = $2 \
+                     AND state <> 2 AND hash IN ({}) RETURNING hash",
+                    placeholders.join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind(to_db(ns.0)).bind(pack_id);
+                for h in batch {
+                    q = q.bind(h.as_bytes().to_vec());
+                }
+                take(q.fetch_all(&mut *conn).await?)?;
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// The chunks located in `pack_id` that are not known corrupt, in pack order.
+pub async fn in_pack(
+    conn: &mut AnyConnection,
+    ns: NamespaceId,
+    pack_id: &str,
+) -> Result<Vec<ChunkLocation>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT hash, raw_len, pack_offset, stored_len, codec FROM chunks \
+         WHERE namespace_id = $1 AND pack_id = $2 AND state <> 2 ORDER BY pack_offset",
+    )
+    .bind(to_db(ns.0))
+    .bind(pack_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let Ok(hash) = <[u8; 32]>::try_from(r.try_get::<Vec<u8>, _>(0)?) else {
+            continue;
+        };
+        out.push(ChunkLocation {
+            hash: ChunkHash::from_bytes(hash),
+            raw_len: from_db(r.try_get(1)?) as u32,
+            offset: from_db(r.try_get(2)?),
+            stored_len: from_db(r.try_get(3)?) as u32,
+            codec: r.try_get(4)?,
+        });
+    }
+    Ok(out)
 }

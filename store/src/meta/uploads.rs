@@ -188,19 +188,25 @@ pub async fn parts(db: &Db, ns: NamespaceId, upload: &str) -> Result<Vec<Part>, 
         .collect()
 }
 
-/// Marks the session's pack complete with its size.
+/// Marks the session's pack complete with its size; its live bytes are
+/// those of the chunk rows located in it (a chunk the folder already held
+/// keeps its first copy, so its bytes here are dead from the start).
 pub async fn complete_pack(
     conn: &mut AnyConnection,
     ns: NamespaceId,
     pack_id: &str,
     total: u64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE packs SET state = 'complete', total_bytes = $1, live_bytes = $1 WHERE namespace_id = $2 AND id = $3")
-        .bind(to_db(total))
-        .bind(to_db(ns.0))
-        .bind(pack_id)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE packs SET state = 'complete', total_bytes = $1, live_bytes = (SELECT \
+         CAST(COALESCE(SUM(c.stored_len), 0) AS BIGINT) FROM chunks c WHERE c.namespace_id = $2 \
+         AND c.pack_id = $3) WHERE namespace_id = $2 AND id = $3",
+    )
+    .bind(to_db(total))
+    .bind(to_db(ns.0))
+    .bind(pack_id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -247,6 +253,7 @@ pub async fn close_session(
     state: &str,
     results: Option<&str>,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE upload_sessions SET state = $1, results = $2 WHERE namespace_id = $3 AND id = $4",
     )
@@ -254,9 +261,30 @@ pub async fn close_session(
     .bind(results)
     .bind(to_db(ns.0))
     .bind(id)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    if state != "committed" {
+        retire_unfinished_pack(&mut tx, ns, id).await?;
+    }
+    tx.commit().await
+}
+
+/// A session that will never commit: its pack (never assembled) is gone.
+pub async fn retire_unfinished_pack(
+    conn: &mut AnyConnection,
+    ns: NamespaceId,
+    session: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE packs SET state = 'deleted', deleted_at_ms = $1 WHERE namespace_id = $2 \
+         AND upload_id = $3 AND state = 'uploading'",
+    )
+    .bind(crate::db::now_ms())
+    .bind(to_db(ns.0))
+    .bind(session)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// Up to `limit` sessions still open that expired before `cutoff_ms`.
@@ -290,13 +318,7 @@ pub async fn expire_session(db: &Db, ns: NamespaceId, id: &str) -> Result<bool, 
     .await?
     .rows_affected();
     if done == 1 {
-        sqlx::query(
-            "UPDATE packs SET state = 'deleted' WHERE namespace_id = $1 AND upload_id = $2 AND state = 'uploading'",
-        )
-        .bind(to_db(ns.0))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        retire_unfinished_pack(&mut tx, ns, id).await?;
     }
     tx.commit().await?;
     Ok(done == 1)
