@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
     about = "The driftless sync server"
 )]
 pub struct Cli {
+    /// A TOML configuration file (also `DRIFTLESS_CONFIG`); the
+    /// environment overrides it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     /// What to do (default: serve).
     pub command: Option<Command>,
@@ -35,4 +39,11 @@ pub enum Command {
     /// Find and repair drift between the database, object storage and the
     /// event stream (one run, for cron; `--every` to loop).
     Reconcile(crate::reconcile::ReconcileArgs),
+    /// Print the settings in force and where each came from (environment,
+    /// file, default), secrets redacted; checks them as the server would.
+    Config {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -1,6 +1,8 @@
-//! Configuration from the environment, with embedded defaults: with nothing
-//! set, the server keeps SQLite metadata and an in-process S3 endpoint under
-//! `./driftless-data` and needs no other service.
+//! Configuration: environment variables over an optional TOML file (see
+//! `driftless_store::env`), over embedded defaults: with nothing set, the
+//! server keeps SQLite metadata and an in-process S3 endpoint under
+//! `./driftless-data` and needs no other service. `deploy/driftless.toml`
+//! documents every key.
 //!
 //! | variable | default |
 //! |---|---|
@@ -17,6 +19,12 @@
 //! | `DRIFTLESS_KAFKA_TOPIC`, `_PARTITIONS`, `_REPLICATION` | `driftless.journal`, `64`, `1` (used only to create a missing topic) |
 //! | `DRIFTLESS_KAFKA_DEBUG` | unset; librdkafka debug contexts (`cgrp,topic,…`) logged at debug level |
 //! | `DRIFTLESS_RUN_CONSUMERS` | `true`: this process also runs the verifier and the sweepers (`false` when `driftless-consumer` does) |
+//! | `DRIFTLESS_MAX_IN_FLIGHT` | `512`: requests run at once; more get 429 with `Retry-After` |
+//! | `DRIFTLESS_MAX_LONG_POLLS` | `100000`: long-polls held at once; more get 429 with `Retry-After` |
+//! | `DRIFTLESS_LONG_POLL_SOFT_LIMIT` | `50000`: above it, long-polls answer with a `backoff_ms` |
+//! | `DRIFTLESS_SHUTDOWN_GRACE_SECS` | `30`: how long a graceful shutdown waits for requests, commits and workers |
+//! | `DRIFTLESS_LOG_FORMAT` | `text`; `json` for one JSON object per line (production) |
+//! | `DRIFTLESS_CONFIG` | unset; a TOML file with any of these settings (the environment wins) |
 //!
 //! Secrets are read here and never logged; `Debug` of the config redacts them.
 
@@ -25,34 +33,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use driftless_store::env::{flag, secs, var};
+use driftless_store::env::{flag, number, secs, var};
 
-/// Every environment variable the server binaries (`driftless-server`,
-/// `driftless-consumer`) read. Tests check this list against the code
-/// (every `"DRIFTLESS_…"` name in it) and docker-compose.yml against it.
-pub const ENV: &[&str] = &[
-    "DRIFTLESS_LISTEN",
-    "DRIFTLESS_DATA_DIR",
-    "DRIFTLESS_DATABASE_URL",
-    "DRIFTLESS_S3_ENDPOINT",
-    "DRIFTLESS_S3_BUCKET",
-    "DRIFTLESS_S3_REGION",
-    "DRIFTLESS_S3_ACCESS_KEY",
-    "DRIFTLESS_S3_SECRET_KEY",
-    "DRIFTLESS_S3_PATH_STYLE",
-    "DRIFTLESS_EMBEDDED_S3_LISTEN",
-    "DRIFTLESS_CURSOR_SECRET",
-    "DRIFTLESS_PRESIGN_TTL_SECS",
-    "DRIFTLESS_UPLOAD_TTL_SECS",
-    "DRIFTLESS_CORS_ORIGINS",
-    "DRIFTLESS_KAFKA_BROKERS",
-    "DRIFTLESS_KAFKA_TOPIC",
-    "DRIFTLESS_KAFKA_PARTITIONS",
-    "DRIFTLESS_KAFKA_REPLICATION",
-    "DRIFTLESS_KAFKA_DEBUG",
-    "DRIFTLESS_RUN_CONSUMERS",
-    "DRIFTLESS_FAILPOINT",
-];
+pub use driftless_store::env::ENV;
 
 /// Where objects are stored.
 #[derive(Clone)]
@@ -91,6 +74,14 @@ pub struct Config {
     pub kafka: Option<driftless_store::KafkaConfig>,
     /// Whether the API process runs the durable consumers and sweepers.
     pub run_consumers: bool,
+    /// Requests run at once before 429.
+    pub max_in_flight: usize,
+    /// Long-polls held at once before 429.
+    pub max_long_polls: usize,
+    /// Long-polls held before idle ones are asked to back off.
+    pub long_poll_soft_limit: usize,
+    /// How long a graceful shutdown waits.
+    pub shutdown_grace: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -116,6 +107,9 @@ impl std::fmt::Debug for Config {
                 &self.kafka.as_ref().map(|k| (&k.brokers, &k.topic)),
             )
             .field("run_consumers", &self.run_consumers)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_long_polls", &self.max_long_polls)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish_non_exhaustive()
     }
 }
@@ -144,19 +138,31 @@ pub fn secret_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 }
 
 impl Config {
-    /// The configuration from the environment.
+    /// The configuration from the environment (and the file, if loaded),
+    /// creating the data folder and generated secrets if missing.
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::read(true)
+    }
+
+    /// Checks every setting as [`Config::from_env`] reads it, touching nothing.
+    pub fn check() -> anyhow::Result<()> {
+        Self::read(false).map(|_| ())
+    }
+
+    fn read(create: bool) -> anyhow::Result<Self> {
         let data_dir =
             PathBuf::from(var("DRIFTLESS_DATA_DIR").unwrap_or_else(|| "driftless-data".into()));
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
-        // The folder holds password hashes and secrets: owner only.
-        #[cfg(unix)]
-        std::fs::set_permissions(
-            &data_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .with_context(|| format!("restricting {}", data_dir.display()))?;
+        if create {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            // The folder holds password hashes and secrets: owner only.
+            #[cfg(unix)]
+            std::fs::set_permissions(
+                &data_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+            .with_context(|| format!("restricting {}", data_dir.display()))?;
+        }
         let listen = var("DRIFTLESS_LISTEN")
             .unwrap_or_else(|| "127.0.0.1:8440".into())
             .parse()
@@ -176,7 +182,8 @@ impl Config {
         };
         let cursor_secret = match var("DRIFTLESS_CURSOR_SECRET") {
             Some(s) => s.into_bytes(),
-            None => secret_file(&data_dir.join("cursor.secret"))?,
+            None if create => secret_file(&data_dir.join("cursor.secret"))?,
+            None => Vec::new(),
         };
         Ok(Self {
             listen,
@@ -197,6 +204,10 @@ impl Config {
                 .unwrap_or_default(),
             kafka: driftless_store::env::kafka()?,
             run_consumers: flag("DRIFTLESS_RUN_CONSUMERS", true)?,
+            max_in_flight: number("DRIFTLESS_MAX_IN_FLIGHT", 512)?,
+            max_long_polls: number("DRIFTLESS_MAX_LONG_POLLS", 100_000)?,
+            long_poll_soft_limit: number("DRIFTLESS_LONG_POLL_SOFT_LIMIT", 50_000)?,
+            shutdown_grace: secs("DRIFTLESS_SHUTDOWN_GRACE_SECS", 30)?,
         })
     }
 }

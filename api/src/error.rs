@@ -12,6 +12,8 @@ use driftless_store::BlobError;
 pub struct ApiError {
     code: ErrorCode,
     detail: Option<String>,
+    /// Sent as `Retry-After` (seconds).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,12 +22,25 @@ impl ApiError {
         Self {
             code,
             detail: Some(detail.into()),
+            retry_after: None,
         }
     }
 
     /// An error with only its code's title.
     pub fn code(code: ErrorCode) -> Self {
-        Self { code, detail: None }
+        Self {
+            code,
+            detail: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429: come back after `secs` seconds (also in `Retry-After`).
+    pub fn rate_limited(detail: impl Into<String>, secs: u64) -> Self {
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(ErrorCode::RateLimited, detail)
+        }
     }
 
     /// "Not found", the answer for missing things and other users' things alike.
@@ -50,6 +65,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(Problem::CONTENT_TYPE),
         );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }

@@ -11,15 +11,19 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod metrics;
+pub mod ops;
 pub mod reconcile;
 pub mod routes;
 pub mod state;
 
 use std::future::Future;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use driftless_consumer::run::{ConsumerSetup, start_consumers, start_relay};
 use driftless_protocol::CursorKey;
@@ -39,6 +43,8 @@ pub fn app(state: AppState) -> Router {
     let cors = cors(&state.settings.cors_origins);
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(metrics::serve))
         .route("/v1/login", post(auth::login))
         .merge(routes::namespaces::router())
         .merge(routes::uploads::router())
@@ -47,6 +53,12 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::changes::router())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Outermost last: shed before any work, time everything (429s too).
+        .layer(middleware::from_fn_with_state(state.clone(), ops::admit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state);
     match cors {
         Some(layer) => router.layer(layer),
@@ -78,12 +90,29 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 /// background work beside it: the outbox relay (published by whichever
 /// process holds its lease) and the notifier that wakes long-polls, and,
 /// with `run_consumers`, the chunk verifier (event-driven and sweep) and
-/// the session sweeper. They stop with it.
+/// the session sweeper.
+///
+/// Shutdown is graceful, in this order: `/readyz` turns 503 and held
+/// long-polls return at once (`changed: false`, a short jittered
+/// `backoff_ms`: the device reconnects, to another server); no new
+/// connection is accepted and requests in progress finish; commits still
+/// running for a client that left are waited for; then the workers stop,
+/// the relay publishing what was committed and flushing its producer. All
+/// of it within `shutdown_grace`; past it the rest is abandoned (every
+/// step is safe to cut: commits are idempotent, unpublished rows stay in
+/// the outbox).
 pub async fn run(
     listener: TcpListener,
-    state: AppState,
+    mut state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // A fresh token per run: a server paused and served again (tests)
+    // starts out not stopping.
+    state.stopping = CancellationToken::new();
+    let stopping = state.stopping.clone();
+    let commits = state.commits.clone();
+    commits.reopen();
+    let grace = state.settings.shutdown_grace;
     if let Err(e) = state.events.prepare().await {
         tracing::warn!(error = %e, "event stream not ready; the relay retries");
     }
@@ -124,14 +153,45 @@ pub async fn run(
         };
         tasks.extend(start_consumers(setup, &cancel).context("starting the consumers")?);
     }
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    cancel.cancel();
-    for t in tasks {
-        let _ = t.await;
+    let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining long-polls and requests");
+            stopping.cancel();
+        }
+    });
+    let deadline = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let served = tokio::select! {
+        r = serve => r.map_err(anyhow::Error::from),
+        () = deadline => {
+            tracing::warn!(?grace, "requests still running after the shutdown grace; leaving them");
+            Ok(())
+        }
+    };
+    commits.close();
+    let started = tokio::time::Instant::now();
+    if tokio::time::timeout(grace, commits.wait()).await.is_err() {
+        tracing::warn!(
+            running = commits.len(),
+            "commits still running after the shutdown grace; their clients retry them"
+        );
     }
-    Ok(served?)
+    cancel.cancel();
+    let left = grace
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    if tokio::time::timeout(left, futures_util::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        tracing::warn!("workers still busy after the shutdown grace; leaving them");
+    }
+    tracing::info!("stopped");
+    served
 }
 
 /// A started server's parts: the state to serve, and the embedded S3
@@ -183,7 +243,10 @@ impl Server {
                 cors_origins: config.cors_origins.clone(),
                 // A URL issued just before expiry works this long after it.
                 session_grace: config.presign_ttl,
-                long_poll_soft_limit: 50_000,
+                long_poll_soft_limit: config.long_poll_soft_limit,
+                max_long_polls: config.max_long_polls,
+                max_in_flight: config.max_in_flight,
+                shutdown_grace: config.shutdown_grace,
                 run_consumers: config.run_consumers,
             },
         )?;

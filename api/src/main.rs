@@ -14,14 +14,17 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        // Logs go to stderr: stdout carries answers (a token, `--json`).
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    driftless_consumer::cli::start(cli.config.as_deref())?;
+    if let Some(Command::Config { json }) = &cli.command {
+        // Checked as the server would read them, without starting anything.
+        Config::check()?;
+        print!("{}", driftless_consumer::cli::show_settings(*json));
+        if *json {
+            println!();
+        }
+        return Ok(());
+    }
     let mut config = Config::from_env()?;
     if !matches!(cli.command, None | Some(Command::Serve)) {
         // An admin command beside a running server: the embedded S3 port is
@@ -45,9 +48,11 @@ async fn main() -> anyhow::Result<()> {
                 S3Choice::External(c) => format!("S3 at {}", c.endpoint),
             };
             tracing::info!(listen = %config.listen, data = %config.data_dir.display(), "driftless server up ({s3})");
-            run(listener, server.state, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            run(
+                listener,
+                server.state,
+                driftless_consumer::cli::terminated(),
+            )
             .await?;
         }
         Command::CreateUser {
@@ -65,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
             let token = create_user(&server.state, &name, password.as_deref(), &device).await?;
             println!("{token}");
         }
-        Command::Reconcile(_) => unreachable!("handled above"),
+        Command::Reconcile(_) | Command::Config { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -8,6 +8,10 @@ use driftless_consumer::Notifier;
 use driftless_consumer::run::RelaySignals;
 use driftless_protocol::CursorKey;
 use driftless_store::{BlobStore, Db, EventBus, InProcessBus};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
 
 /// Limits and lifetimes.
 #[derive(Clone, Debug)]
@@ -21,6 +25,12 @@ pub struct Settings {
     pub session_grace: Duration,
     /// Long-polls one process holds before it asks idle clients to back off.
     pub long_poll_soft_limit: usize,
+    /// Long-polls one process holds at most; more are answered 429.
+    pub max_long_polls: usize,
+    /// Other requests one process runs at once; more are answered 429.
+    pub max_in_flight: usize,
+    /// How long a graceful shutdown waits for commits and workers.
+    pub shutdown_grace: Duration,
     /// Whether this process also runs the durable consumers (the verifier)
     /// and the sweepers; production may run them in `driftless-consumer`
     /// instead. The relay and the notifier always run with the API.
@@ -46,6 +56,16 @@ pub struct AppState {
     pub events: EventBus,
     /// Wakes long-polls by namespace.
     pub notifier: Notifier,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Admits requests while the process is not overloaded.
+    pub admission: Arc<tokio::sync::Semaphore>,
+    /// Fires when the server starts shutting down: long-polls return,
+    /// `/readyz` answers 503.
+    pub stopping: CancellationToken,
+    /// Commits in progress (they run to their end even if their client
+    /// leaves; shutdown waits for them).
+    pub commits: TaskTracker,
 }
 
 impl AppState {
@@ -56,6 +76,7 @@ impl AppState {
         cursor_keys: Vec<CursorKey>,
         settings: Settings,
     ) -> anyhow::Result<Self> {
+        let settings_in_flight = settings.max_in_flight;
         Ok(Self {
             db,
             blob,
@@ -65,6 +86,10 @@ impl AppState {
             relay: RelaySignals::default(),
             events: EventBus::InProcess(InProcessBus::default()),
             notifier: Notifier::default(),
+            metrics: Arc::default(),
+            admission: Arc::new(tokio::sync::Semaphore::new(settings_in_flight)),
+            stopping: CancellationToken::new(),
+            commits: TaskTracker::new(),
         })
     }
 

@@ -1,7 +1,10 @@
 //! The `driftless-consumer` command line, in the library so that tests can
 //! parse what deployments run (docker-compose.yml's commands) with it.
 
+use std::path::{Path, PathBuf};
+
 use clap::{Parser, Subcommand};
+use driftless_store::env::{self, Source};
 
 /// The `driftless-consumer` command line.
 #[derive(Parser)]
@@ -11,6 +14,10 @@ use clap::{Parser, Subcommand};
     about = "driftless event-stream workers"
 )]
 pub struct Cli {
+    /// A TOML configuration file (also `DRIFTLESS_CONFIG`); the
+    /// environment overrides it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     /// What to do (default: run).
     pub command: Option<Command>,
@@ -27,4 +34,85 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Loads the configuration file and starts the logs, the same way in every
+/// server binary: to stderr (stdout carries answers: a token, `--json`),
+/// filtered by `RUST_LOG` (default `info`), as text or, with
+/// `DRIFTLESS_LOG_FORMAT=json`, one JSON object per line.
+pub fn start(config: Option<&Path>) -> anyhow::Result<()> {
+    let warnings = env::load(config)?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match env::var("DRIFTLESS_LOG_FORMAT").as_deref() {
+        None | Some("text") => logs.init(),
+        Some("json") => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        Some(other) => anyhow::bail!("DRIFTLESS_LOG_FORMAT: {other:?} is neither text nor json"),
+    }
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(())
+}
+
+/// The settings in force, one per line: name, value (secrets redacted)
+/// and where it came from; or as a JSON object.
+pub fn show_settings(json: bool) -> String {
+    let shown = env::shown();
+    let source = |s: Source| match s {
+        Source::Env => "env",
+        Source::File => "file",
+        Source::Default => "default",
+    };
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = shown
+            .into_iter()
+            .map(|(k, v, s)| {
+                (
+                    k.to_owned(),
+                    serde_json::json!({"value": v, "source": source(s)}),
+                )
+            })
+            .collect();
+        return serde_json::Value::Object(map).to_string();
+    }
+    let mut out = String::new();
+    for (k, v, s) in shown {
+        out.push_str(&format!(
+            "{k:<32} {:<8} {}\n",
+            source(s),
+            v.as_deref().unwrap_or("(default)")
+        ));
+    }
+    out
+}
+
+/// Resolves when the process is asked to stop: SIGTERM (docker, systemd,
+/// Kubernetes) or SIGINT (Ctrl-C).
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -25,14 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        // Logs go to stderr: stdout carries answers (a token, `--json`).
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    driftless_consumer::cli::start(cli.config.as_deref())?;
     let url = var("DRIFTLESS_DATABASE_URL").context("DRIFTLESS_DATABASE_URL is required")?;
     let db = Db::connect(&url)
         .await
@@ -83,11 +77,21 @@ async fn run(db: Db) -> anyhow::Result<()> {
         &cancel,
     )?);
     tracing::info!("driftless consumer up");
-    tokio::signal::ctrl_c().await?;
+    driftless_consumer::cli::terminated().await;
+    // The workers finish their step; the relay publishes what is committed
+    // and flushes its producer.
+    let grace = secs("DRIFTLESS_SHUTDOWN_GRACE_SECS", 30)?;
     cancel.cancel();
-    for t in tasks {
-        let _ = t.await;
+    if tokio::time::timeout(grace, futures_util::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "workers still busy after the shutdown grace; leaving them"
+        );
     }
+    tracing::info!("stopped");
     Ok(())
 }
 

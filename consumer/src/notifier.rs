@@ -201,7 +201,21 @@ pub fn follow_kafka(
             }
         };
         notifier.set_stream_ok(true);
-        let mut probe = tokio::time::interval(PROBE_EVERY);
+        // The probe runs beside the reader, never in its way: a metadata
+        // request that takes a second (a broker just back) must not hold
+        // up the events already fetched.
+        let prober = {
+            let (follower, notifier, cancel) = (follower.clone(), notifier.clone(), cancel.clone());
+            tokio::spawn(async move {
+                let mut probe = tokio::time::interval(PROBE_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = probe.tick() => notifier.set_stream_ok(follower.probe().await),
+                    }
+                }
+            })
+        };
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -213,9 +227,9 @@ pub fn follow_kafka(
                     Ok(None) => {}
                     Err(e) => tracing::debug!(error = %e, "event stream read failed"),
                 },
-                _ = probe.tick() => notifier.set_stream_ok(follower.probe().await),
             }
         }
+        let _ = prober.await;
     })
 }
 

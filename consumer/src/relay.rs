@@ -171,7 +171,34 @@ impl Worker for Relay {
             Step::Busy
         })
     }
+
+    /// Publishes what is committed and not yet sent (commits that finished
+    /// during shutdown), then flushes the producer (on drop).
+    async fn stopping(&mut self) {
+        let drained = tokio::time::timeout(STOP_DRAIN, async {
+            loop {
+                match self.relay_once().await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "relay: rows left unsent at shutdown; the next relay publishes them");
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "relay: outbox not drained at shutdown; the next relay publishes the rest"
+            );
+        }
+        self.lease.release().await;
+    }
 }
+
+/// How long the relay keeps publishing at shutdown.
+const STOP_DRAIN: Duration = Duration::from_secs(5);
 
 impl Drop for Relay {
     fn drop(&mut self) {

@@ -26,6 +26,11 @@ pub trait Worker: Send + 'static {
     fn name(&self) -> &'static str;
     /// One unit of work. Errors are logged and retried after a backoff.
     fn work(&mut self) -> impl Future<Output = Result<Step, String>> + Send;
+    /// Last work before the worker stops (graceful shutdown). The caller
+    /// bounds how long it may take.
+    fn stopping(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Longest pause after repeated errors.
@@ -66,6 +71,7 @@ pub fn spawn<W: Worker>(
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+        worker.stopping().await;
         tracing::debug!(worker = worker.name(), "worker stopped");
     })
 }

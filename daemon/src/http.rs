@@ -85,9 +85,7 @@ impl ApiClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = req.bearer_auth(&self.token).send().await?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await?;
+        let (status, body) = self.send(req).await?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()));
         }
@@ -96,12 +94,40 @@ impl ApiClient {
 
     /// A call whose success has no body worth reading.
     async fn call_empty(&self, req: reqwest::RequestBuilder) -> Result<(), ClientError> {
-        let resp = req.bearer_auth(&self.token).send().await?;
-        let status = resp.status().as_u16();
+        let (status, body) = self.send(req).await?;
         if (200..300).contains(&status) {
             return Ok(());
         }
-        Err(refusal(status, &resp.bytes().await?))
+        Err(refusal(status, &body))
+    }
+
+    /// Sends `req` with the device token, waiting out load shedding: a
+    /// server answering 429 says when to come back (`Retry-After`), and up
+    /// to [`SHED_RETRIES`] such answers are waited out (each wait capped at
+    /// a minute, plus up to a second of jitter so that devices turned away
+    /// together do not return together) before the refusal is returned.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Bytes), ClientError> {
+        let mut shed = 0;
+        loop {
+            let attempt = req.try_clone().ok_or_else(|| {
+                ClientError::Protocol("a request body that cannot be resent".into())
+            })?;
+            let resp = attempt.bearer_auth(&self.token).send().await?;
+            let status = resp.status().as_u16();
+            let wait = retry_after(status, resp.headers());
+            let body = resp.bytes().await?;
+            match wait {
+                Some(wait) if shed < SHED_RETRIES => {
+                    shed += 1;
+                    tracing::debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        "server busy; waiting as it asked"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Ok((status, body)),
+            }
+        }
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -361,6 +387,28 @@ fn s3_code(body: &[u8]) -> String {
 }
 
 /// The error for a non-2xx answer: its problem document, if it has one.
+/// How many 429s in a row one call waits out.
+pub const SHED_RETRIES: u32 = 5;
+
+/// The wait a 429 asks for (`Retry-After` in seconds, at most a minute,
+/// plus jitter); `None` for any other answer.
+fn retry_after(status: u16, headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    use rand::Rng;
+    if status != 429 {
+        return None;
+    }
+    let secs = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1)
+        .min(60);
+    Some(
+        std::time::Duration::from_secs(secs)
+            + std::time::Duration::from_millis(rand::rng().random_range(0..1000)),
+    )
+}
+
 fn refusal(status: u16, body: &[u8]) -> ClientError {
     match serde_json::from_slice::<Problem>(body) {
         Ok(problem) => ClientError::Api {

@@ -190,6 +190,17 @@ impl BlobStore {
         }
     }
 
+    /// Whether the store answers and the bucket is there (readiness).
+    pub async fn check(&self) -> Result<(), BlobError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
     /// Creates the bucket if it does not exist.
     pub async fn ensure_bucket(&self) -> Result<(), BlobError> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {

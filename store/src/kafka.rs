@@ -223,6 +223,7 @@ fn decode(m: &impl Message) -> Option<JournalEvent> {
 /// The notifier's reader: every partition from its end, no group, no
 /// offsets (each API process must see every event, and a process that
 /// starts re-reads the journal for whatever it waits on anyway).
+#[derive(Clone)]
 pub struct KafkaFollower {
     consumer: Arc<StreamConsumer>,
     topic: String,

@@ -75,13 +75,19 @@ fn names_in_code() -> BTreeSet<String> {
                 stack.push(path);
                 continue;
             }
-            let text = std::fs::read_to_string(&path).unwrap();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            // The list itself does not count as reading a name.
+            if let Some(start) = text.find("pub const ENV: &[&str] = &[") {
+                let end = start + text[start..].find("];").unwrap();
+                text.replace_range(start..end, "");
+            }
             for (i, _) in text.match_indices("\"DRIFTLESS_") {
                 let name: String = text[i + 1..]
                     .chars()
                     .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                     .collect();
-                if text[i + 1 + name.len()..].starts_with('"') {
+                // (`"DRIFTLESS_"` alone is the prefix, not a setting.)
+                if name.len() > "DRIFTLESS_".len() && text[i + 1 + name.len()..].starts_with('"') {
                     out.insert(name);
                 }
             }
@@ -101,6 +107,28 @@ fn the_list_of_variables_is_the_code_s() {
         names_in_code(),
         "config::ENV and the names the code reads differ"
     );
+}
+
+#[test]
+fn the_sample_configuration_file_parses_and_documents_every_setting() {
+    let text = std::fs::read_to_string(root().join("deploy/driftless.toml")).unwrap();
+    let values = driftless_store::env::parse_file(&text).unwrap();
+    // What it sets uncommented are the built-in defaults.
+    assert_eq!(values["DRIFTLESS_LISTEN"], "127.0.0.1:8440");
+    assert_eq!(values["DRIFTLESS_MAX_IN_FLIGHT"], "512");
+    for name in driftless_api::config::ENV {
+        if *name == "DRIFTLESS_CONFIG" {
+            continue;
+        }
+        let key = driftless_store::env::file_key(name);
+        assert!(
+            text.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} ="))
+            }),
+            "deploy/driftless.toml does not document {key}"
+        );
+    }
 }
 
 #[test]
@@ -215,14 +243,27 @@ fn compose_ports_health_checks_and_start_order_match_the_server() {
         .map(|p| p.as_str().unwrap())
         .collect();
     let url = check.last().unwrap();
-    assert_eq!(*url, format!("http://localhost:{}/healthz", listen.port()));
-    // The route exists: ask a server.
+    assert_eq!(*url, format!("http://localhost:{}/readyz", listen.port()));
+    // The route exists and a server with its stores up is ready: ask one.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let app = driftless_tests::TestApp::spawn_sqlite().await;
-        let r = reqwest::get(format!("{}/healthz", app.url)).await.unwrap();
+        let r = reqwest::get(format!("{}/readyz", app.url)).await.unwrap();
         assert_eq!(r.status(), 200);
     });
+    // Docker's SIGKILL comes after the server's own shutdown grace.
+    let grace: u64 = env["DRIFTLESS_SHUTDOWN_GRACE_SECS"].parse().unwrap();
+    for name in ["api", "consumer"] {
+        let stop = c["services"][name]["stop_grace_period"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} keeps docker's 10 s stop grace"));
+        let stop: u64 = stop.trim_end_matches('s').parse().unwrap();
+        assert!(
+            stop > grace,
+            "{name}: SIGKILL after {stop}s, grace {grace}s"
+        );
+    }
+    assert_eq!(env["DRIFTLESS_LOG_FORMAT"], "json");
     // The presigned-URL endpoint clients use is MinIO's published port, and
     // inside the network the same name reaches MinIO.
     let endpoint = &env["DRIFTLESS_S3_ENDPOINT"];

@@ -188,6 +188,10 @@ pub struct AppOptions {
     pub kafka: Option<driftless_store::KafkaConfig>,
     /// Whether the server runs the verifier and the sweepers itself.
     pub run_consumers: bool,
+    /// Requests run at once before 429.
+    pub max_in_flight: usize,
+    /// Long-polls held at once before 429.
+    pub max_long_polls: usize,
 }
 
 impl Default for AppOptions {
@@ -196,6 +200,8 @@ impl Default for AppOptions {
             upload_ttl: Duration::from_secs(3600),
             kafka: None,
             run_consumers: true,
+            max_in_flight: 512,
+            max_long_polls: 100_000,
         }
     }
 }
@@ -259,6 +265,8 @@ impl TestApp {
             upload_ttl,
             kafka,
             run_consumers,
+            max_in_flight,
+            max_long_polls,
         } = options;
         // RUST_LOG=debug shows the server's logs (500s carry their detail there).
         if std::env::var_os("RUST_LOG").is_some() {
@@ -277,6 +285,9 @@ impl TestApp {
                 cors_origins: vec!["https://app.example".into()],
                 session_grace: Duration::ZERO,
                 long_poll_soft_limit: 50_000,
+                max_long_polls,
+                max_in_flight,
+                shutdown_grace: Duration::from_secs(10),
                 run_consumers,
             },
         )

@@ -64,6 +64,38 @@ impl ServerProcess {
         p
     }
 
+    /// What the server wrote to stderr (its logs) so far, every run.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._data.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Asks the server to stop, as docker and systemd do (SIGTERM).
+    pub fn terminate(&self) {
+        let pid = self.pid().expect("the server runs");
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM {pid}");
+    }
+
+    /// Waits up to `timeout` for the server to exit; its status if it did.
+    pub async fn exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Runs an admin subcommand of the same binary with the same
     /// configuration; returns its standard output.
     /// (Async: the test's runtime may be serving the S3 endpoint it needs.)
@@ -104,10 +136,18 @@ impl ServerProcess {
     /// Starts the server (again) and waits for `/healthz`.
     pub async fn restart(&mut self) {
         self.kill9();
+        // Logs go to a file (appended across restarts) that a test can read;
+        // a failing test prints it.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._data.path().join("server.log"))
+            .unwrap();
         self.child = Some(
             std::process::Command::new(&self.bin)
                 .arg("serve")
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stderr(log)
                 .spawn()
                 .unwrap(),
         );
@@ -134,6 +174,12 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- server log ---\n{}--- end of server log ---",
+                self.log()
+            );
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
+use crate::metrics::Shed;
 use crate::state::AppState;
 
 /// Entries per page unless asked otherwise, and at most.
@@ -212,6 +213,16 @@ async fn wait(
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(secs) + Duration::from_millis(jitter);
     let notifier = &state.notifier;
+    if notifier.held() >= state.settings.max_long_polls {
+        state.metrics.shed(Shed::LongPolls);
+        return Err(ApiError::rate_limited(
+            format!(
+                "this server holds its limit of {} long-polls",
+                state.settings.max_long_polls
+            ),
+            crate::ops::retry_after(5, 30),
+        ));
+    }
     let mut waiter = notifier.subscribe(ns);
     loop {
         // Registered first, checked second: a commit in between still wakes us.
@@ -239,6 +250,13 @@ async fn wait(
             _ = tokio::time::sleep_until(deadline) => {
                 let mut r = answer(false, echo.advanced(after)?);
                 r.backoff_ms = backoff(&state);
+                return Ok(r);
+            }
+            // Shutting down: let the device go now, to come back (to
+            // another server) after a short pause spread over 0-2 s.
+            _ = state.stopping.cancelled() => {
+                let mut r = answer(false, echo.advanced(after)?);
+                r.backoff_ms = Some(rand::rng().random_range(0..=2_000));
                 return Ok(r);
             }
         }

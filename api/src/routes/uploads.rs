@@ -183,6 +183,7 @@ async fn create(
         results.push(result(op, commit_op(&state.db, &c).await?));
     }
     state.committed();
+    state.metrics.outcomes(&results);
     if pending.is_empty() {
         return Ok(axum::Json(CreatedUpload {
             upload_id: None,

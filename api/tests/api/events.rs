@@ -172,6 +172,7 @@ async fn with_the_broker_down_commits_succeed_long_polls_poll_and_the_backlog_dr
     let t = Instant::now();
     put(&api, ns, "after.txt", None, "after").await;
     poll.await.unwrap();
+    println!("after recovery: woke {:?} after the commit", t.elapsed());
     assert!(
         t.elapsed() < Duration::from_secs(1),
         "woke {:?} after the commit",

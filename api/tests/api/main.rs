@@ -9,6 +9,7 @@ mod client;
 mod concurrency;
 mod events;
 mod integrity;
+mod ops;
 mod reconcile;
 mod requests;
 mod restart;

@@ -24,7 +24,7 @@ pub const DRIFT_KINDS: [&str; 11] = [
 ];
 
 /// How much of one kind of drift a run found, and repaired.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Tally {
     /// Instances found.
     pub found: u64,
@@ -193,6 +193,61 @@ impl Report {
 
     /// The figures in the Prometheus text format.
     pub fn prometheus(&self) -> String {
+        Figures {
+            started_at_ms: self.started_at_ms,
+            duration_ms: self.duration_ms,
+            dry_run: self.dry_run,
+            drift: self.drift.iter().map(|(k, t)| (*k, *t)).collect(),
+            timings_ms: self.timings_ms.iter().map(|(k, v)| (*k, *v)).collect(),
+            work: self.work.iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+        .prometheus()
+    }
+}
+
+/// A recorded run as `reconcile_runs` keeps it (the report's JSON).
+#[derive(serde::Deserialize)]
+struct Recorded {
+    started_at_ms: i64,
+    duration_ms: u64,
+    dry_run: bool,
+    #[serde(default)]
+    drift: BTreeMap<String, Tally>,
+    #[serde(default)]
+    timings_ms: BTreeMap<String, u64>,
+    #[serde(default)]
+    work: BTreeMap<String, u64>,
+}
+
+/// The Prometheus figures of a report recorded as JSON (the API's
+/// `/metrics` serves the last run's this way); `None` if it does not parse.
+pub fn recorded_prometheus(json: &str) -> Option<String> {
+    let r: Recorded = serde_json::from_str(json).ok()?;
+    Some(
+        Figures {
+            started_at_ms: r.started_at_ms,
+            duration_ms: r.duration_ms,
+            dry_run: r.dry_run,
+            drift: r.drift.iter().map(|(k, t)| (k.as_str(), *t)).collect(),
+            timings_ms: r.timings_ms.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+            work: r.work.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+        }
+        .prometheus(),
+    )
+}
+
+/// What the Prometheus text is made of.
+struct Figures<'a> {
+    started_at_ms: i64,
+    duration_ms: u64,
+    dry_run: bool,
+    drift: Vec<(&'a str, Tally)>,
+    timings_ms: Vec<(&'a str, u64)>,
+    work: Vec<(&'a str, u64)>,
+}
+
+impl Figures<'_> {
+    fn prometheus(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,

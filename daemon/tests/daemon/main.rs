@@ -4,6 +4,7 @@
 
 mod cli;
 mod crash;
+mod shed;
 mod upload;
 
 pub(crate) use driftless_tests::random_bytes as random;

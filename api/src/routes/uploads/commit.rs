@@ -35,7 +35,10 @@ pub(super) async fn commit(
     // away: cut short between S3's CompleteMultipartUpload and our own
     // transaction, it would leave a session whose parts are gone from S3
     // (a retry would still converge, but nothing is gained by stopping).
-    tokio::spawn(run(state, caller, id, req))
+    // Tracked: a graceful shutdown waits for it.
+    let commits = state.commits.clone();
+    commits
+        .spawn(run(state, caller, id, req))
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
 }
@@ -129,6 +132,8 @@ async fn finish(
         results.push(result(&op, outcome));
     }
     state.committed();
+    state.metrics.uploaded(total);
+    state.metrics.outcomes(&results);
     let response = CommitResponse { results };
     let json = serde_json::to_string(&response)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
