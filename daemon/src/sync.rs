@@ -256,6 +256,24 @@ impl Syncer {
             fetched.discard();
             return Ok(false);
         }
+        // The live version is this device's own commit whose answer it
+        // never recorded (killed in between), reached through an older
+        // entry of the path: it is the base of whatever the folder holds
+        // now (even nothing: a delete made since), which the push sends
+        // on top of it. Writing it would undo that later change.
+        if self.state.was_sent(p, &fetched.content_hash)? {
+            self.state.record(
+                &Synced {
+                    path: p.clone(),
+                    rev: fetched.rev,
+                    content_hash: fetched.content_hash,
+                    stat: crate::local::LocalStat::UNKNOWN,
+                },
+                &[],
+            )?;
+            fetched.discard();
+            return Ok(false);
+        }
         // Another name that differs only by case or normalization would be
         // the same file on macOS and Windows: set it aside first.
         for other in self.case_twins(p) {

@@ -105,3 +105,37 @@ async fn a_name_in_nfd_is_synced_under_its_nfc_form() {
         b"a second file with the same name in NFD"
     );
 }
+
+#[tokio::test]
+async fn an_own_unrecorded_commit_reached_through_an_older_entry_does_not_undo_a_later_delete() {
+    let app = TestApp::spawn().await;
+    let (token, ns) = app.user("ada", None).await;
+    let a = Device::new(&app.url, &token, ns, "laptop");
+    a.pass().await;
+    let before = a.syncer.state().get(CURSOR_KEY).unwrap().unwrap();
+    a.write("x.txt", b"first");
+    a.pass().await;
+    a.remove("x.txt");
+    a.pass().await;
+    a.write("x.txt", b"third");
+    a.pass().await;
+    // As a kill between the commit of "third" and its record leaves it:
+    // the path forgotten (by the delete before), the content noted as
+    // sent, the cursor still before every entry of the path.
+    let p = driftless_protocol::SyncPath::parse("x.txt").unwrap();
+    let state = a.syncer.state();
+    let third = state.synced(&p).unwrap().unwrap().content_hash;
+    state.forget(&p).unwrap();
+    state.note_sent(&p, &third).unwrap();
+    state.set(CURSOR_KEY, &before).unwrap();
+    // The user deletes the file; the next pass meets "first" (live version
+    // "third", this device's own) before anything else.
+    a.remove("x.txt");
+    let r = a.pass().await;
+    assert_eq!(r.downloaded, 0, "{r:?}");
+    assert_eq!(a.read("x.txt"), None, "the delete was undone");
+    // The delete reached the server.
+    let other = Device::new(&app.url, &app.device("ada", "desk").await, ns, "desk");
+    other.pass().await;
+    assert_eq!(other.read("x.txt"), None);
+}
