@@ -12,6 +12,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use driftless_protocol::Problem;
 use driftless_protocol::{DeviceId, ErrorCode, LoginRequest, LoginResponse, NamespaceId};
 use driftless_store::meta::accounts::{self, DeviceAuth, Role, UserId};
 use rand::RngCore;
@@ -106,6 +107,14 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// Issues a device token for a user name and password.
+#[utoipa::path(
+    post,
+    path = "/v1/login",
+    tag = "accounts",
+    summary = "Sign a device in with a user name and password; returns its token",
+    request_body = LoginRequest,
+    responses((status = 200, description = "The new device's token", body = LoginResponse), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json"))
+)]
 pub async fn login(
     State(state): State<AppState>,
     Json(req): Json<LoginRequest>,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod reconcile;
 pub mod routes;
@@ -24,12 +25,14 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
 use driftless_consumer::run::{ConsumerSetup, start_consumers, start_relay};
-use driftless_protocol::CursorKey;
+use driftless_protocol::{CursorKey, ErrorCode};
 use driftless_store::{BlobStore, Db, EmbeddedS3, EventBus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::{Config, S3Choice};
 use crate::error::ApiError;
@@ -41,17 +44,9 @@ pub const BODY_LIMIT: usize = 16 << 20;
 /// The whole API.
 pub fn app(state: AppState) -> Router {
     let cors = cors(&state.settings.cors_origins);
-    let router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(metrics::serve))
-        .route("/v1/login", post(auth::login))
-        .merge(routes::namespaces::router())
-        .merge(routes::uploads::router())
-        .merge(routes::downloads::router())
-        .merge(routes::history::router())
-        .merge(routes::changes::router())
-        .fallback(|| async { ApiError::not_found() })
+    let router: Router<AppState> = api_routes().into();
+    let router = router
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Outermost last: shed before any work, time everything (429s too).
         .layer(middleware::from_fn_with_state(state.clone(), ops::admit))
@@ -64,6 +59,43 @@ pub fn app(state: AppState) -> Router {
         Some(layer) => router.layer(layer),
         None => router,
     }
+}
+
+/// Every route, with its OpenAPI description.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(metrics::serve))
+        .routes(routes!(openapi_json))
+        .routes(routes!(auth::login))
+        .merge(routes::namespaces::router())
+        .merge(routes::uploads::router())
+        .merge(routes::downloads::router())
+        .merge(routes::history::router())
+        .merge(routes::changes::router())
+}
+
+/// The OpenAPI document of every route (see [`api_routes`]).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    summary = "This API's OpenAPI 3.1 document",
+    responses((status = 200, description = "The document", content_type = "application/json"))
+)]
+async fn openapi_json() -> impl axum::response::IntoResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi().to_pretty_json().unwrap_or_default());
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.as_str(),
+    )
 }
 
 /// CORS for the configured browser origins; none configured, no CORS headers.

@@ -210,6 +210,13 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics (text exposition format 0.0.4)",
+    responses((status = 200, description = "The metrics", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 pub async fn serve(State(state): State<AppState>) -> Response {
     let mut s = String::new();
     state.metrics.counters(&mut s);

@@ -63,8 +63,20 @@ pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> R
     resp
 }
 
+/// `GET /healthz`: the process answers (liveness).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness: the process answers",
+    responses((status = 200, description = "ok", body = String, content_type = "text/plain"))
+)]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// One dependency's state in `/readyz`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Check {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,7 +108,7 @@ impl Check {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Readiness {
     ready: bool,
     stopping: bool,
@@ -113,6 +125,16 @@ struct Readiness {
 /// unready: taking every API server out of rotation because Kafka is down
 /// would turn a degraded service (events late, long-polls polling) into an
 /// outage.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: database and object storage answer, not shutting down",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready; the body says which check failed", body = Readiness),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let db = tokio::time::timeout(CHECK_TIMEOUT, async {
         sqlx::query("SELECT 1")

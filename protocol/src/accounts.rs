@@ -8,6 +8,7 @@ use crate::ids::{DeviceId, NamespaceId, OpId, Rev};
 
 /// `POST /v1/login` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     /// User name.
     pub user: String,
@@ -19,6 +20,7 @@ pub struct LoginRequest {
 
 /// `POST /v1/login` answer.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     /// The device's bearer token (shown once).
     pub token: String,
@@ -36,6 +38,7 @@ impl std::fmt::Debug for LoginResponse {
 
 /// One folder as the caller sees it (`GET /v1/namespaces`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NamespaceView {
     /// Id.
     pub id: NamespaceId,
@@ -49,6 +52,7 @@ pub struct NamespaceView {
 
 /// `POST /v1/namespaces` body: a new shared folder owned by the caller.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateNamespace {
     /// Display name (1 to 255 bytes).
     pub name: String,
@@ -56,6 +60,7 @@ pub struct CreateNamespace {
 
 /// One version of a file (`GET /v1/namespaces/{ns}/versions?path=`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionView {
     /// Revision.
     pub rev: Rev,
@@ -78,6 +83,7 @@ pub struct VersionView {
 
 /// `POST /v1/namespaces/{ns}/restore` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreRequest {
     /// Client operation id.
     pub op_id: OpId,

@@ -8,6 +8,7 @@ use crate::ids::{DeviceId, NamespaceId, Rev, Seq};
 
 /// What a journal entry did to its path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     /// New content at `path`.
@@ -24,6 +25,7 @@ pub enum ChangeKind {
 
 /// One change, from the snapshot (no `seq`) or the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangeEntry {
     /// Journal position; `None` for snapshot entries.
     pub seq: Option<Seq>,
@@ -50,6 +52,7 @@ pub struct ChangeEntry {
 
 /// `GET /v1/namespaces/{ns}/changes`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangesPage {
     /// Entries in order.
     pub entries: Vec<ChangeEntry>,
@@ -63,6 +66,7 @@ pub struct ChangesPage {
 
 /// `GET /v1/namespaces/{ns}/changes/wait`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaitResponse {
     /// Whether the namespace moved past the cursor.
     pub changed: bool,
@@ -77,6 +81,7 @@ pub struct WaitResponse {
 
 /// The Kafka record of one journal entry (key: the namespace id).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JournalEvent {
     /// Schema version, 1.
     pub v: u8,

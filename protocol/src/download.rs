@@ -9,6 +9,7 @@ use crate::upload::{ChunkingSpec, StoredCodec};
 
 /// One chunk of the file, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestChunk {
     /// BLAKE3 of the raw chunk: verify before use.
     pub hash: ChunkHash,
@@ -20,6 +21,7 @@ pub struct ManifestChunk {
 
 /// Where one chunk's stored bytes sit inside a [`FetchRange`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RangeChunk {
     /// BLAKE3 of the raw chunk.
     pub hash: ChunkHash,
@@ -35,6 +37,7 @@ pub struct RangeChunk {
 
 /// A presigned ranged GET covering adjacent stored chunks of one pack.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FetchRange {
     /// Presigned URL (a secret until it expires).
     pub url: String,
@@ -50,6 +53,7 @@ pub struct FetchRange {
 
 /// `GET /v1/namespaces/{ns}/manifest?path=&rev=`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DownloadManifest {
     /// The file.
     pub path: String,

@@ -139,6 +139,7 @@ impl<'de> Deserialize<'de> for ErrorCode {
 /// An RFC 9457 problem document (`application/problem+json`) with the
 /// driftless extension members `code` and `retryable`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A URI naming the problem type: `urn:driftless:problem:<code>`.
     #[serde(rename = "type")]

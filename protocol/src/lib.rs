@@ -12,6 +12,8 @@ mod digest;
 mod download;
 mod error;
 mod ids;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod path;
 mod upload;
 

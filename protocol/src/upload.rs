@@ -22,6 +22,7 @@ pub const MAX_PARTS: u32 = 10_000;
 
 /// The FastCDC parameters a file was chunked with (part of its manifest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkingSpec {
     /// Minimum chunk size.
     pub min: u32,
@@ -33,6 +34,7 @@ pub struct ChunkingSpec {
 
 /// One chunk of a file's manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkSpec {
     /// BLAKE3 of the raw chunk.
     pub hash: ChunkHash,
@@ -42,6 +44,7 @@ pub struct ChunkSpec {
 
 /// Create or replace a file's content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PutFile {
     /// Client-generated; retries carry the same id.
     pub op_id: OpId,
@@ -63,6 +66,7 @@ pub struct PutFile {
 
 /// One operation of a batch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum FileOp {
     /// New content.
@@ -112,6 +116,7 @@ impl FileOp {
 
 /// `POST /v1/namespaces/{ns}/uploads`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUpload {
     /// The operations, applied in order.
     pub files: Vec<FileOp>,
@@ -119,6 +124,7 @@ pub struct CreateUpload {
 
 /// What happened to one operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     /// Committed as revision `rev` at journal position `seq`.
@@ -146,6 +152,7 @@ pub enum Outcome {
 
 /// The result of one operation, in request order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileResult {
     /// The operation's id.
     pub op_id: OpId,
@@ -158,6 +165,7 @@ pub struct FileResult {
 
 /// Answer to [`CreateUpload`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedUpload {
     /// The session to upload parts into; `None` if nothing is needed.
     pub upload_id: Option<UploadId>,
@@ -171,6 +179,7 @@ pub struct CreatedUpload {
 
 /// How a chunk is stored inside a part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StoredCodec {
     /// Raw bytes.
@@ -181,6 +190,7 @@ pub enum StoredCodec {
 
 /// A chunk's place inside a part, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartChunk {
     /// BLAKE3 of the raw chunk.
     pub hash: ChunkHash,
@@ -194,6 +204,7 @@ pub struct PartChunk {
 
 /// `POST /v1/uploads/{id}/parts`: register a part and get its URL.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartRequest {
     /// 1..=10,000.
     pub part_number: u32,
@@ -207,6 +218,7 @@ pub struct PartRequest {
 
 /// Where and how to PUT one part.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresignedPart {
     /// Part number.
     pub part_number: u32,
@@ -222,6 +234,7 @@ pub struct PresignedPart {
 
 /// Lifecycle of an upload session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UploadState {
     /// Accepting parts.
@@ -238,6 +251,7 @@ pub enum UploadState {
 
 /// A part as the server sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartState {
     /// Part number.
     pub part_number: u32,
@@ -249,6 +263,7 @@ pub struct PartState {
 
 /// `GET /v1/uploads/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadStatus {
     /// The session.
     pub upload_id: UploadId,
@@ -264,6 +279,7 @@ pub struct UploadStatus {
 
 /// A part the client uploaded, with the ETag S3 answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompletedPart {
     /// Part number.
     pub part_number: u32,
@@ -273,6 +289,7 @@ pub struct CompletedPart {
 
 /// `POST /v1/uploads/{id}/commit`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitRequest {
     /// Every part, in any order.
     pub parts: Vec<CompletedPart>,
@@ -280,6 +297,7 @@ pub struct CommitRequest {
 
 /// Answer to [`CommitRequest`]: one result per operation of the session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitResponse {
     /// Results in the order of the original batch.
     pub results: Vec<FileResult>,

@@ -10,10 +10,8 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use driftless_consumer::Wake;
 use driftless_protocol::{
     ChangeKind, ChangesPage, Cursor, DeviceId, ErrorCode, NamespaceId, Position, Seq, SyncPath,
@@ -28,6 +26,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::metrics::Shed;
 use crate::state::AppState;
+use driftless_protocol::Problem;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Entries per page unless asked otherwise, and at most.
 const DEFAULT_LIMIT: usize = 1000;
@@ -41,17 +42,21 @@ const POLL_HEALTHY: Duration = Duration::from_secs(30);
 const POLL_DEGRADED: Duration = Duration::from_secs(1);
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/namespaces/{ns}/changes", get(changes))
-        .route("/v1/namespaces/{ns}/changes/wait", get(wait))
-        .route("/v1/namespaces/{ns}/cursor", post(report_cursor))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(changes))
+        .routes(routes!(wait))
+        .routes(routes!(report_cursor))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ChangesQuery {
+    /// Where the last page ended (none: start with a snapshot).
     cursor: Option<String>,
+    /// Most entries in the page.
     limit: Option<usize>,
+    /// Only changes under this folder path.
     prefix: Option<String>,
 }
 
@@ -100,6 +105,15 @@ async fn still_retained(state: &AppState, ns: NamespaceId, after: Seq) -> ApiRes
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/changes",
+    tag = "changes",
+    summary = "A page of the folder's changes: a snapshot first, then the journal from the cursor",
+    params(("ns" = u64, Path, description = "Folder (namespace) id"), ChangesQuery),
+    responses((status = 200, description = "A page and the cursor after it", body = ChangesPage), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn changes(
     State(state): State<AppState>,
     caller: Caller,
@@ -175,12 +189,24 @@ async fn changes(
     Ok(axum::Json(page))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
+    /// The cursor to wait past.
     cursor: String,
+    /// Seconds to hold the request (1 to the server's maximum).
     timeout: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/changes/wait",
+    tag = "changes",
+    summary = "Long-poll: returns when the folder moves past the cursor, or at the timeout",
+    params(("ns" = u64, Path, description = "Folder (namespace) id"), WaitQuery),
+    responses((status = 200, description = "Whether the folder changed; under load, a backoff", body = WaitResponse), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn wait(
     State(state): State<AppState>,
     caller: Caller,
@@ -340,11 +366,21 @@ fn backoff(state: &AppState) -> Option<u64> {
     (held > limit).then(|| rand::rng().random_range(1_000..=10_000))
 }
 
-#[derive(Deserialize, serde::Serialize)]
+#[derive(Deserialize, serde::Serialize, utoipa::ToSchema)]
 struct CursorReport {
     cursor: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{ns}/cursor",
+    tag = "changes",
+    summary = "Report the cursor this device has applied (never moves back)",
+    params(("ns" = u64, Path, description = "Folder (namespace) id")),
+    request_body = CursorReport,
+    responses((status = 204, description = "Recorded"), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn report_cursor(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,12 +7,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
 use driftless_chunker::{Codec, Decoder};
 use driftless_protocol::{
@@ -26,20 +24,26 @@ use serde::Deserialize;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use driftless_protocol::Problem;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Longest single ranged GET: coalescing stops here.
 const MAX_RANGE: u64 = 64 << 20;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/namespaces/{ns}/manifest", get(manifest))
-        .route("/v1/namespaces/{ns}/content", get(content))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(manifest))
+        .routes(routes!(content))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FileQuery {
+    /// The file's path.
     path: String,
+    /// A revision (default: the live one).
     rev: Option<u64>,
 }
 
@@ -86,6 +90,15 @@ fn codec(c: i64) -> StoredCodec {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/manifest",
+    tag = "files",
+    summary = "A version's chunks with presigned ranged GETs to fetch them from storage",
+    params(("ns" = u64, Path, description = "Folder (namespace) id"), FileQuery),
+    responses((status = 200, description = "The manifest", body = DownloadManifest), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn manifest(
     State(state): State<AppState>,
     caller: Caller,
@@ -196,6 +209,15 @@ fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> 
     Ok(Some((start, end)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/content",
+    tag = "files",
+    summary = "A version's bytes through the API (verified, decompressed; Range supported)",
+    params(("ns" = u64, Path, description = "Folder (namespace) id"), FileQuery),
+    responses((status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>), (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn content(
     State(state): State<AppState>,
     caller: Caller,

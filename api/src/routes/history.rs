@@ -4,9 +4,7 @@
 //! journal records it like any edit, and it conflicts like any edit when the
 //! file changed since `base_rev`.
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
 use driftless_protocol::{
     DeviceId, ErrorCode, NamespaceId, Outcome, RestoreRequest, SyncPath, VersionView,
 };
@@ -18,17 +16,23 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::state::AppState;
+use driftless_protocol::Problem;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/namespaces/{ns}/versions", get(list))
-        .route("/v1/namespaces/{ns}/restore", post(restore))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(restore))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// The file's path.
     path: String,
+    /// Most versions returned (default 100, at most 1000).
     limit: Option<u32>,
 }
 
@@ -36,6 +40,15 @@ fn parse(ns: &str, path: &str) -> ApiResult<(NamespaceId, SyncPath)> {
     Ok((super::namespace_id(ns)?, super::sync_path(path)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/versions",
+    tag = "files",
+    summary = "A file's versions, newest first",
+    params(("ns" = u64, Path, description = "Folder (namespace) id"), HistoryQuery),
+    responses((status = 200, description = "Versions", body = Vec<VersionView>), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -65,6 +78,16 @@ async fn list(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{ns}/restore",
+    tag = "files",
+    summary = "Restore an earlier version (a new version, no bytes moved)",
+    params(("ns" = u64, Path, description = "Folder (namespace) id")),
+    request_body = RestoreRequest,
+    responses((status = 200, description = "The outcome: committed, or a conflict", body = Outcome), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn restore(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,9 +1,7 @@
 //! `GET /v1/namespaces`: the folders the caller belongs to.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, put};
 use driftless_protocol::{CreateNamespace, ErrorCode, NamespaceView};
 use driftless_store::meta::accounts::{self, Role};
 use serde::{Deserialize, Serialize};
@@ -12,14 +10,25 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::state::AppState;
+use driftless_protocol::Problem;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/namespaces", get(list).post(create))
-        .route("/v1/namespaces/{ns}/members/{user}", put(share))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(share))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces",
+    tag = "folders",
+    summary = "The folders the caller belongs to",
+    responses((status = 200, description = "Folders, with the caller's role", body = Vec<NamespaceView>), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -37,6 +46,15 @@ async fn list(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces",
+    tag = "folders",
+    summary = "Create a shared folder (the caller owns it)",
+    request_body = CreateNamespace,
+    responses((status = 201, description = "Created", body = NamespaceView), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -59,12 +77,22 @@ async fn create(
 }
 
 /// `PUT /v1/namespaces/{ns}/members/{user}` body.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Membership {
     /// `owner`, `editor` or `viewer`.
     pub role: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/namespaces/{ns}/members/{user}",
+    tag = "folders",
+    summary = "Share a folder with a user, or change their role (owners only)",
+    params(("ns" = u64, Path, description = "Folder (namespace) id"), ("user" = String, Path, description = "User name")),
+    request_body = Membership,
+    responses((status = 204, description = "Shared"), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn share(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,9 +10,7 @@ mod validate;
 
 use std::collections::{HashMap, HashSet};
 
-use axum::Router;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
 use base64::Engine;
 use driftless_protocol::{
     ChunkHash, CreateUpload, CreatedUpload, ErrorCode, FileOp, FileResult, Outcome, PartState,
@@ -29,17 +27,20 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::state::AppState;
+use driftless_protocol::Problem;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Most operations in one batch.
 pub(crate) const MAX_BATCH: usize = 10_000;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/namespaces/{ns}/uploads", post(create))
-        .route("/v1/uploads/{id}", get(status).delete(abort))
-        .route("/v1/uploads/{id}/parts", post(parts::register))
-        .route("/v1/uploads/{id}/commit", post(commit::commit))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(status, abort))
+        .routes(routes!(parts::register))
+        .routes(routes!(commit::commit))
 }
 
 /// A put waiting for this session's chunks, as stored in the session row.
@@ -97,6 +98,16 @@ fn result(op: &FileOp, outcome: Outcome) -> FileResult {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{ns}/uploads",
+    tag = "uploads",
+    summary = "Open an upload batch: what is already stored commits now; the rest waits for its chunks",
+    params(("ns" = u64, Path, description = "Folder (namespace) id")),
+    request_body = CreateUpload,
+    responses((status = 200, description = "Per-file results, and the session with the chunks to send", body = CreatedUpload), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -240,6 +251,15 @@ pub(crate) fn uncovered(
         .collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/uploads/{id}",
+    tag = "uploads",
+    summary = "A session's state, as object storage has it (for resuming)",
+    params(("id" = String, Path, description = "Upload session id")),
+    responses((status = 200, description = "Parts done and chunks still needed", body = UploadStatus), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -305,6 +325,15 @@ async fn status(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/uploads/{id}",
+    tag = "uploads",
+    summary = "Abort a session",
+    params(("id" = String, Path, description = "Upload session id")),
+    responses((status = 204, description = "Aborted"), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 async fn abort(
     State(state): State<AppState>,
     caller: Caller,

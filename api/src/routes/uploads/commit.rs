@@ -21,10 +21,21 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::state::AppState;
+use driftless_protocol::Problem;
 
 /// S3's smallest part, except the last.
 const S3_MIN_PART: u64 = 5 << 20;
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{id}/commit",
+    tag = "uploads",
+    summary = "Commit: every part checked in storage, then each file in its own transaction",
+    params(("id" = String, Path, description = "Upload session id")),
+    request_body = CommitRequest,
+    responses((status = 200, description = "Per-file results", body = CommitResponse), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 pub(super) async fn commit(
     State(state): State<AppState>,
     caller: Caller,

@@ -18,7 +18,18 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::state::AppState;
+use driftless_protocol::Problem;
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{id}/parts",
+    tag = "uploads",
+    summary = "Register a part (its size, CRC32C and chunks) and get its presigned PUT URL",
+    params(("id" = String, Path, description = "Upload session id")),
+    request_body = PartRequest,
+    responses((status = 200, description = "Where to PUT the part", body = PresignedPart), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
+    security(("device_token" = []))
+)]
 pub(super) async fn register(
     State(state): State<AppState>,
     caller: Caller,
