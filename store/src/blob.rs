@@ -190,11 +190,17 @@ impl BlobStore {
         }
     }
 
-    /// Whether the store answers and the bucket is there (readiness).
+    /// Whether the store answers and the bucket is there (readiness): one
+    /// attempt, no retries, so a store that is down is reported at once.
     pub async fn check(&self) -> Result<(), BlobError> {
         self.client
             .head_bucket()
             .bucket(&self.bucket)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map(|_| ())
