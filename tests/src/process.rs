@@ -33,16 +33,9 @@ impl ServerProcess {
             .local_addr()
             .unwrap()
             .port();
-        let c = &s3.config;
         let env = [
             ("DRIFTLESS_LISTEN", format!("127.0.0.1:{port}")),
             ("DRIFTLESS_DATA_DIR", data.path().display().to_string()),
-            ("DRIFTLESS_DATABASE_URL", db.url.clone()),
-            ("DRIFTLESS_S3_ENDPOINT", c.endpoint.clone()),
-            ("DRIFTLESS_S3_BUCKET", c.bucket.clone()),
-            ("DRIFTLESS_S3_REGION", c.region.clone()),
-            ("DRIFTLESS_S3_ACCESS_KEY", c.access_key.clone()),
-            ("DRIFTLESS_S3_SECRET_KEY", c.secret_key.clone()),
             (
                 "DRIFTLESS_CURSOR_SECRET",
                 "a test cursor secret of some length".into(),
@@ -50,6 +43,7 @@ impl ServerProcess {
             ("RUST_LOG", "warn".into()),
         ]
         .into_iter()
+        .chain(stores_env(db, s3))
         .chain(extra.iter().map(|(k, v)| (*k, v.clone())))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
@@ -183,6 +177,19 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The database and S3 settings both binaries read, as production sets them.
+fn stores_env(db: &TestDb, s3: &TestS3) -> [(&'static str, String); 6] {
+    let c = &s3.config;
+    [
+        ("DRIFTLESS_DATABASE_URL", db.url.clone()),
+        ("DRIFTLESS_S3_ENDPOINT", c.endpoint.clone()),
+        ("DRIFTLESS_S3_BUCKET", c.bucket.clone()),
+        ("DRIFTLESS_S3_REGION", c.region.clone()),
+        ("DRIFTLESS_S3_ACCESS_KEY", c.access_key.clone()),
+        ("DRIFTLESS_S3_SECRET_KEY", c.secret_key.clone()),
+    ]
+}
+
 /// `driftless-consumer run` as a child process on the test's database,
 /// bucket and topic, so a test can kill it and start it again.
 pub struct ConsumerProcess {
@@ -200,14 +207,7 @@ impl ConsumerProcess {
         kafka: &driftless_store::KafkaConfig,
         extra: &[(&str, &str)],
     ) -> Self {
-        let c = &s3.config;
         let mut env: Vec<(String, String)> = [
-            ("DRIFTLESS_DATABASE_URL", db.url.clone()),
-            ("DRIFTLESS_S3_ENDPOINT", c.endpoint.clone()),
-            ("DRIFTLESS_S3_BUCKET", c.bucket.clone()),
-            ("DRIFTLESS_S3_REGION", c.region.clone()),
-            ("DRIFTLESS_S3_ACCESS_KEY", c.access_key.clone()),
-            ("DRIFTLESS_S3_SECRET_KEY", c.secret_key.clone()),
             ("DRIFTLESS_KAFKA_BROKERS", kafka.brokers.clone()),
             ("DRIFTLESS_KAFKA_TOPIC", kafka.topic.clone()),
             ("DRIFTLESS_KAFKA_PARTITIONS", kafka.partitions.to_string()),
@@ -218,6 +218,7 @@ impl ConsumerProcess {
             ),
         ]
         .into_iter()
+        .chain(stores_env(db, s3))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         env.extend(
