@@ -22,6 +22,7 @@
 //! | `DRIFTLESS_MAX_IN_FLIGHT` | `512`: requests run at once; more get 429 with `Retry-After` |
 //! | `DRIFTLESS_MAX_LONG_POLLS` | `100000`: long-polls held at once; more get 429 with `Retry-After` |
 //! | `DRIFTLESS_LONG_POLL_SOFT_LIMIT` | `50000`: above it, long-polls answer with a `backoff_ms` |
+//! | `DRIFTLESS_MAX_FILE_BYTES` | `53687091200` (50 GiB): the largest file a commit accepts |
 //! | `DRIFTLESS_SHUTDOWN_GRACE_SECS` | `30`: how long a graceful shutdown waits for requests, commits and workers |
 //! | `DRIFTLESS_LOG_FORMAT` | `text`; `json` for one JSON object per line (production) |
 //! | `DRIFTLESS_CONFIG` | unset; a TOML file with any of these settings (the environment wins) |
@@ -82,6 +83,8 @@ pub struct Config {
     pub long_poll_soft_limit: usize,
     /// How long a graceful shutdown waits.
     pub shutdown_grace: Duration,
+    /// The largest file a commit accepts.
+    pub max_file_bytes: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -110,6 +113,7 @@ impl std::fmt::Debug for Config {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_long_polls", &self.max_long_polls)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_file_bytes", &self.max_file_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -208,6 +212,10 @@ impl Config {
             max_long_polls: number("DRIFTLESS_MAX_LONG_POLLS", 100_000)?,
             long_poll_soft_limit: number("DRIFTLESS_LONG_POLL_SOFT_LIMIT", 50_000)?,
             shutdown_grace: secs("DRIFTLESS_SHUTDOWN_GRACE_SECS", 30)?,
+            max_file_bytes: number(
+                "DRIFTLESS_MAX_FILE_BYTES",
+                crate::state::DEFAULT_MAX_FILE_BYTES,
+            )?,
         })
     }
 }

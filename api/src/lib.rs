@@ -280,6 +280,7 @@ impl Server {
                 max_in_flight: config.max_in_flight,
                 shutdown_grace: config.shutdown_grace,
                 run_consumers: config.run_consumers,
+                max_file_bytes: config.max_file_bytes,
             },
         )?;
         let state = match &config.kafka {

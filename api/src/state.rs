@@ -35,6 +35,30 @@ pub struct Settings {
     /// and the sweepers; production may run them in `driftless-consumer`
     /// instead. The relay and the notifier always run with the API.
     pub run_consumers: bool,
+    /// The largest file a commit accepts (a manifest can name one small
+    /// chunk many times: this bounds what every member's disk is asked to
+    /// hold).
+    pub max_file_bytes: u64,
+}
+
+/// The largest file by default: 50 GiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 50 << 30;
+
+impl Default for Settings {
+    /// Production's defaults (`deploy/driftless.toml`).
+    fn default() -> Self {
+        Self {
+            upload_ttl: Duration::from_secs(86_400),
+            cors_origins: Vec::new(),
+            session_grace: Duration::from_secs(900),
+            long_poll_soft_limit: 50_000,
+            max_long_polls: 100_000,
+            max_in_flight: 512,
+            shutdown_grace: Duration::from_secs(30),
+            run_consumers: true,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
 }
 
 /// Shared handler state (cheap to clone).

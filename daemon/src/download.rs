@@ -46,6 +46,43 @@ pub enum DownloadError {
     /// The state database failed.
     #[error("state: {0}")]
     State(#[from] StateError),
+    /// Not enough free disk space for the file (nothing was written).
+    #[error("{path}: needs {need} bytes of free disk space, {free} are free")]
+    NoSpace {
+        /// The file.
+        path: String,
+        /// Bytes needed (the file plus a reserve).
+        need: u64,
+        /// Bytes free.
+        free: u64,
+    },
+}
+
+/// Free space a download always leaves on the disk.
+pub const SPACE_RESERVE: u64 = 256 << 20;
+
+/// Refuses a download of `size` bytes into `dir` that would leave less
+/// than [`SPACE_RESERVE`] free (a file of a hostile size must not fill the
+/// disk, and a full disk breaks every other program too).
+pub fn ensure_space(path: &str, dir: &std::path::Path, size: u64) -> Result<(), DownloadError> {
+    #[cfg(unix)]
+    {
+        let Ok(st) = rustix::fs::statvfs(dir) else {
+            return Ok(()); // a file system that cannot say: the write will
+        };
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        let need = size.saturating_add(SPACE_RESERVE);
+        if free < need {
+            return Err(DownloadError::NoSpace {
+                path: path.to_owned(),
+                need,
+                free,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, dir, size);
+    Ok(())
 }
 
 impl DownloadError {
@@ -54,6 +91,7 @@ impl DownloadError {
         match self {
             Self::Client(e) => e.retryable(),
             Self::Corrupt { .. } => true, // storage may be repaired meanwhile
+            Self::NoSpace { .. } => true, // space may be freed meanwhile
             Self::Local(_) | Self::State(_) => false,
         }
     }
@@ -116,6 +154,7 @@ pub async fn fetch(
 ) -> Result<Fetched, DownloadError> {
     let m = api.manifest(ns, path.as_str(), rev).await?;
     check_manifest(path.as_str(), &m)?;
+    ensure_space(path.as_str(), root.dir(), m.size)?;
     let (tmp, file) = root.temp_for(path)?;
     let result = fill(api, root, state, path, &m, &file).await;
     match result {
@@ -288,9 +327,21 @@ async fn fill_with(
                             break;
                         }
                         next += 1;
-                        let Some((_, offsets)) = wanted.get(&c.hash) else {
+                        let Some((len, offsets)) = wanted.get(&c.hash) else {
                             continue;
                         };
+                        // The stored chunk must fill exactly the slot the
+                        // manifest gives it: shorter bytes would leave zeros
+                        // nobody wrote.
+                        if c.raw_len != *len {
+                            return Err(corrupt(
+                                &path,
+                                format!(
+                                    "chunk {} is {} bytes in storage but {} in the file",
+                                    c.hash, c.raw_len, len
+                                ),
+                            ));
+                        }
                         let stored = &buf[(c.at - buf_at) as usize..(end - buf_at) as usize];
                         let codec = match c.codec {
                             StoredCodec::None => Codec::None,
@@ -364,7 +415,7 @@ fn local_copy(
         if src.len != len {
             continue;
         }
-        let Ok(f) = File::open(root.path_of(&src.path)) else {
+        let Ok(f) = crate::local::open_regular(&root.path_of(&src.path), None) else {
             continue;
         };
         let mut buf = vec![0u8; len as usize];
@@ -420,6 +471,7 @@ pub async fn download_to(
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
+    ensure_space(&label, &dir, m.size)?;
     let name = target
         .file_name()
         .ok_or_else(|| io_err(&label, io::Error::other("the target names no file")))?
@@ -429,10 +481,10 @@ pub async fn download_to(
     id.update(&ns.0.to_le_bytes());
     id.update(remote.as_bytes());
     id.update(m.content_hash.as_bytes());
-    let partial = dir.join(format!(
-        ".{name}{PARTIAL_PREFIX}{}",
-        &id.finalize().to_hex()[..16]
-    ));
+    id.update(name.as_bytes());
+    // The reserved prefix: a download into a synced folder is never taken
+    // for a file of the folder (and uploaded half-written).
+    let partial = dir.join(format!("{PARTIAL_PREFIX}{}", &id.finalize().to_hex()[..24]));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -22,6 +22,9 @@ pub struct HashedFile {
     pub offsets: Vec<u64>,
     /// Hash over the chunk list.
     pub content_hash: ContentHash,
+    /// (device, inode) of the file that was read: a later read of its
+    /// chunks must find the same file, not one swapped in since.
+    pub id: (u64, u64),
 }
 
 impl HashedFile {
@@ -35,10 +38,19 @@ impl HashedFile {
     }
 }
 
-/// Chunks and hashes the file at `path` (read on a read-ahead thread).
-pub fn hash_file(path: &Path) -> io::Result<HashedFile> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
+/// Chunks and hashes the regular file at `path` (read on a read-ahead
+/// thread). Opened without following a symlink or blocking on a FIFO;
+/// `expect` (device, inode), when given, must be the file opened: a
+/// symlink or FIFO swapped in after the scan is refused, never read.
+pub fn hash_file(path: &Path, expect: Option<(u64, u64)>) -> io::Result<HashedFile> {
+    hash_open(crate::local::open_regular(path, expect)?)
+}
+
+/// Chunks and hashes an open file from its start.
+pub fn hash_open(file: File) -> io::Result<HashedFile> {
+    let meta = file.metadata()?;
+    let id = crate::local::dir_id(&meta);
+    let len = meta.len();
     let params = ChunkParams::for_file_size(len);
     let mut chunker = StreamChunker::read_ahead(file, params)?;
     let mut content = ContentHasher::new(params);
@@ -60,5 +72,6 @@ pub fn hash_file(path: &Path) -> io::Result<HashedFile> {
         chunks,
         offsets,
         content_hash: ContentHash::from_bytes(content.finish()),
+        id,
     })
 }

@@ -16,6 +16,7 @@ pub mod progress;
 pub mod run;
 pub mod scan;
 pub mod state;
+pub mod status;
 pub mod sync;
 pub mod upload;
 

@@ -29,6 +29,10 @@ pub struct LocalStat {
     pub mtime_ns: i64,
     /// Inode number (0 where there is none).
     pub inode: u64,
+    /// The file system (device) it lives on (0: unknown). A file whose
+    /// folder now sits on another file system was not deleted: the file
+    /// system it was on is not mounted there any more.
+    pub dev: u64,
 }
 
 impl LocalStat {
@@ -37,6 +41,7 @@ impl LocalStat {
         size: u64::MAX,
         mtime_ns: i64::MIN,
         inode: 0,
+        dev: 0,
     };
 
     /// From metadata.
@@ -47,13 +52,17 @@ impl LocalStat {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as i64);
         #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(m);
+        let (inode, dev) = (
+            std::os::unix::fs::MetadataExt::ino(m),
+            std::os::unix::fs::MetadataExt::dev(m),
+        );
         #[cfg(not(unix))]
-        let inode = 0;
+        let (inode, dev) = (0, 0);
         Self {
             size: m.len(),
             mtime_ns,
             inode,
+            dev,
         }
     }
 }
@@ -88,19 +97,75 @@ impl LocalError {
     }
 }
 
+/// Why the synced folder cannot be trusted as a whole right now: nothing
+/// is sent or applied until it is back (a missing folder is not a folder
+/// whose files were all deleted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FolderError {
+    /// Nothing is at the folder's path (renamed, moved, or its drive unmounted).
+    #[error("the synced folder {0} is missing (renamed, moved or unmounted?)")]
+    Missing(String),
+    /// Another folder now has its path (a drive mounted or unmounted there,
+    /// the folder replaced).
+    #[error(
+        "{0} is no longer the synced folder (replaced, or a drive was mounted or unmounted there)"
+    )]
+    Replaced(String),
+    /// The folder has no `.driftless` state folder: it is not the one synced.
+    #[error("{0} has lost its .driftless folder; it is not the folder that was synced")]
+    NoMarker(String),
+    /// The folder itself cannot be read.
+    #[error("the synced folder {0} cannot be read: {1}")]
+    Unreadable(String, String),
+}
+
 /// The root of a synced folder.
 #[derive(Clone, Debug)]
 pub struct Root {
     dir: PathBuf,
+    /// (device, inode) of the folder when it was opened.
+    id: (u64, u64),
 }
 
 impl Root {
     /// The folder at `dir` (created if missing), canonicalized.
     pub fn open(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(Self {
-            dir: dir.canonicalize()?,
-        })
+        let dir = dir.canonicalize()?;
+        let id = dir_id(&fs::metadata(&dir)?);
+        Ok(Self { dir, id })
+    }
+
+    /// Checks that the folder at the root's path is still the one opened,
+    /// holding its `.driftless` folder. Every pass starts with this: a
+    /// folder renamed, replaced or unmounted must never read as "every
+    /// file was deleted".
+    pub fn check(&self) -> Result<(), FolderError> {
+        let shown = || self.dir.display().to_string();
+        let m = match fs::metadata(&self.dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(FolderError::Missing(shown()));
+            }
+            Err(e) => return Err(FolderError::Unreadable(shown(), e.to_string())),
+        };
+        if !m.is_dir() || dir_id(&m) != self.id {
+            return Err(FolderError::Replaced(shown()));
+        }
+        match fs::symlink_metadata(self.dir.join(STATE_DIR)) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(FolderError::NoMarker(shown())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FolderError::NoMarker(shown())),
+            Err(e) => Err(FolderError::Unreadable(shown(), e.to_string())),
+        }
+    }
+
+    /// Opens the regular file at `p` for reading without following a
+    /// symlink anywhere on the way and without blocking on a FIFO or a
+    /// device; `expect` (device, inode) must match when given, so a file
+    /// swapped in after the scan is refused rather than read.
+    pub fn open_file(&self, p: &SyncPath, expect: Option<(u64, u64)>) -> io::Result<File> {
+        open_regular(&self.path_of(p), expect)
     }
 
     /// The root folder.
@@ -263,6 +328,70 @@ impl Root {
             dir = d.parent();
         }
     }
+}
+
+/// (device, inode) of a file or folder.
+pub fn dir_id(m: &fs::Metadata) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        (0, 0)
+    }
+}
+
+/// Opens a regular file for reading: no symlink is followed at the last
+/// component (`O_NOFOLLOW`), a FIFO or device does not block the open
+/// (`O_NONBLOCK`) and is refused by the `fstat` after it, and `expect`
+/// (device, inode), when given, must be the file opened.
+pub fn open_regular(path: &Path, expect: Option<(u64, u64)>) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc_flags::NOFOLLOW | libc_flags::NONBLOCK);
+    }
+    let f = o.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc_flags::ELOOP) {
+            io::Error::new(io::ErrorKind::InvalidInput, "the file is a symlink")
+        } else {
+            e
+        }
+    })?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device or folder took its place)",
+        ));
+    }
+    if let Some(id) = expect
+        && id != (0, 0)
+        && dir_id(&m) != id
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the file was replaced since it was scanned",
+        ));
+    }
+    Ok(f)
+}
+
+/// The open flags, from rustix (no `unsafe`, no libc binding of our own).
+mod libc_flags {
+    #[cfg(unix)]
+    pub(super) const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    #[cfg(unix)]
+    pub(super) const NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    #[cfg(unix)]
+    pub(super) const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
+    #[cfg(not(unix))]
+    pub(super) const ELOOP: i32 = -1;
 }
 
 /// fsyncs a folder so a rename in it survives a crash (best effort).

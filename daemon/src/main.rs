@@ -23,10 +23,10 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use driftless_daemon::http::ApiClient;
 use driftless_daemon::local::{Root, STATE_DIR};
+use driftless_daemon::run::WAKE_FILE;
 use driftless_daemon::run::{RunOptions, run};
-use driftless_daemon::scan::{Ignore, scan};
 use driftless_daemon::state::State;
-use driftless_daemon::sync::{CURSOR_KEY, Syncer};
+use driftless_daemon::sync::{DeleteBrake, Syncer};
 use driftless_protocol::{LoginRequest, NamespaceId, Outcome, RestoreRequest, Rev};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,18 @@ enum Command {
         /// One pass, then exit.
         #[arg(long)]
         once: bool,
+        /// Send the deletions the brake held back (see `status`). With a
+        /// daemon already running on DIR, it sends them at once.
+        #[arg(long)]
+        confirm_deletes: bool,
+        /// The brake: more deletions than this in one pass wait for
+        /// `--confirm-deletes`.
+        #[arg(long, default_value_t = 500, env = "DRIFTLESS_MAX_DELETES")]
+        max_deletes: usize,
+        /// The brake: deleting more than this share of the folder (percent,
+        /// once more than 10 files go) waits for `--confirm-deletes`.
+        #[arg(long, default_value_t = 30.0, env = "DRIFTLESS_MAX_DELETE_PERCENT")]
+        max_delete_percent: f64,
     },
     /// What is pending in DIR, when it last synced, and the conflicts.
     Status {
@@ -325,12 +337,27 @@ async fn main() -> anyhow::Result<()> {
             dir,
             namespace,
             once,
+            confirm_deletes,
+            max_deletes,
+            max_delete_percent,
         } => {
             let creds = credentials()?;
             let api = ApiClient::new(&creds.server, &creds.token);
             let root = Root::open(&dir)?;
             let state = open_state(&root)?;
-            let _lock = lock_folder(&root)?;
+            if confirm_deletes {
+                state.set(driftless_daemon::sync::CONFIRM_DELETES_KEY, "1")?;
+            }
+            let _lock = match lock_folder(&root) {
+                Ok(l) => l,
+                Err(e) if confirm_deletes => {
+                    // A daemon runs on the folder: wake it to send them.
+                    std::fs::write(root.dir().join(STATE_DIR).join(WAKE_FILE), b"")?;
+                    eprintln!("{e}: it sends the held deletions now");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             let ns = match (namespace, state.get("namespace")?) {
                 (Some(n), _) => NamespaceId(n),
                 (None, Some(n)) => NamespaceId(n.parse()?),
@@ -343,7 +370,12 @@ async fn main() -> anyhow::Result<()> {
             }
             state.set("namespace", &ns.0.to_string())?;
             let syncer = Syncer::new(api, ns, root, state.clone(), &creds.device_name)
-                .with_upload_options(upload_options()?);
+                .with_upload_options(upload_options()?)
+                .with_delete_brake(DeleteBrake {
+                    max_files: max_deletes,
+                    max_fraction: max_delete_percent / 100.0,
+                    ..DeleteBrake::default()
+                });
             let json = cli.json;
             let report = move |r: &Result<driftless_daemon::sync::PassReport, _>| {
                 let _ = state.set("last_pass_ms", &driftless_daemon::now_ms().to_string());
@@ -368,6 +400,14 @@ async fn main() -> anyhow::Result<()> {
                     Ok(_) => {}
                     Err(e) => eprintln!("sync failed: {e}"),
                 }
+                if let Ok(rep) = r
+                    && rep.deletes_held > 0
+                {
+                    eprintln!(
+                        "holding back {} deletions (more than the brake allows in one pass): check the folder, then run `driftless sync --confirm-deletes`",
+                        rep.deletes_held
+                    );
+                }
             };
             if once {
                 let report = report;
@@ -389,62 +429,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Status { dir } => {
             let root = Root::open(&dir)?;
             let state = open_state(&root)?;
-            let synced = state.all_synced()?;
-            let found = scan(&root, &Ignore::load(&root));
-            let mut changed = Vec::new();
-            let mut present = std::collections::HashSet::new();
-            for f in &found.files {
-                present.insert(f.path.clone());
-                match synced.iter().find(|s| s.path == f.path) {
-                    Some(s) if s.stat == f.stat => {}
-                    Some(_) => changed.push(format!("modified {}", f.path)),
-                    None => changed.push(format!("new      {}", f.path)),
-                }
-            }
-            for s in &synced {
-                if !present.contains(&s.path) {
-                    changed.push(format!("deleted  {}", s.path));
-                }
-            }
-            let conflicts = state.conflicts()?;
-            let last = state.get("last_pass_ms")?;
-            let uploads = state.saved_upload_count()?;
+            let st = driftless_daemon::status::status(&root, &state)?;
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "folder": root.dir(),
-                        "namespace": state.get("namespace")?,
-                        "synced_files": synced.len(),
-                        "pending": changed,
-                        "uploads_in_flight": uploads,
-                        "last_pass_ms": last.and_then(|l| l.parse::<i64>().ok()),
-                        "bootstrapped": state.get(CURSOR_KEY)?.is_some(),
-                        "conflicts": conflicts.iter().map(|(c, o, at)| serde_json::json!({"copy": c, "of": o, "at_ms": at})).collect::<Vec<_>>(),
-                        "skipped": found.skipped.iter().map(|(p, why)| serde_json::json!({"path": p, "why": why})).collect::<Vec<_>>(),
-                    })
-                );
+                println!("{}", serde_json::to_string(&st)?);
             } else {
-                println!("{}: {} files in sync", root.dir().display(), synced.len());
-                match last.and_then(|l| l.parse::<i64>().ok()) {
-                    Some(ms) => println!(
-                        "last pass {} s ago",
-                        (driftless_daemon::now_ms() - ms) / 1000
-                    ),
-                    None => println!("never synced"),
-                }
-                for c in &changed {
-                    println!("pending  {c}");
-                }
-                if uploads > 0 {
-                    println!("{uploads} upload session(s) in flight (resumed by the next pass)");
-                }
-                for (copy, of, _) in &conflicts {
-                    println!("conflict {copy} (from {of})");
-                }
-                for (p, why) in &found.skipped {
-                    println!("skipped  {p}: {why}");
-                }
+                print_status(&st);
             }
         }
         Command::Upload {
@@ -526,6 +515,62 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_status(st: &driftless_daemon::status::Status) {
+    if let Some(p) = &st.folder_problem {
+        println!("{}: NOT SYNCING: {p}", st.folder);
+    } else if st.in_sync() {
+        println!("{}: {} files in sync", st.folder, st.synced_files);
+    } else {
+        println!(
+            "{}: {} files synced; not in sync ({} pending, {} failing)",
+            st.folder,
+            st.synced_files,
+            st.pending.len(),
+            st.failed.len()
+        );
+    }
+    match st.last_pass_ms {
+        Some(ms) => println!(
+            "last pass {} s ago",
+            (driftless_daemon::now_ms() - ms) / 1000
+        ),
+        None => println!("never synced"),
+    }
+    if let Some(e) = &st.last_error {
+        println!("last pass failed: {e}");
+    }
+    if st.deletes_held > 0 {
+        println!(
+            "{} deletions held back (more than the brake allows in one pass): check the folder, then run `driftless sync --confirm-deletes`",
+            st.deletes_held
+        );
+    }
+    for e in &st.pending {
+        println!("pending  {:<9}{}", e.why, e.path);
+    }
+    for e in &st.failed {
+        println!("failed   {}: {}", e.path, e.why);
+    }
+    if st.uploads_in_flight > 0 {
+        println!(
+            "{} upload session(s) in flight (resumed by the next pass)",
+            st.uploads_in_flight
+        );
+    }
+    for (copy, of, _) in &st.conflicts {
+        println!("conflict {copy} (from {of})");
+    }
+    for e in &st.skipped {
+        println!("skipped  {}: {}", e.path, e.why);
+    }
+    if st.ignored > 0 {
+        println!(
+            "ignored  {} synced files match this device's .driftignore (neither sent nor deleted)",
+            st.ignored
+        );
+    }
 }
 
 fn rand_u64() -> u64 {

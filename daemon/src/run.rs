@@ -13,11 +13,19 @@ use tokio::sync::{Notify, mpsc};
 use crate::local::{PARTIAL_PREFIX, STATE_DIR};
 use crate::sync::{CURSOR_KEY, PassReport, SyncError, Syncer};
 
+/// A file in the state folder whose change wakes the daemon for a pass
+/// (`driftless sync --confirm-deletes` while a daemon runs).
+pub const WAKE_FILE: &str = "wake";
+
 /// How the daemon paces itself.
 #[derive(Clone, Copy, Debug)]
 pub struct RunOptions {
     /// Quiet time after the last file-system event before a pass.
     pub debounce: Duration,
+    /// The longest a pass waits for quiet after the first event: under
+    /// continuous activity (a log written, an indexer reading) changes
+    /// still go out this often.
+    pub max_delay: Duration,
     /// A full pass at least this often.
     pub rescan: Duration,
     /// Long-poll timeout asked of the server.
@@ -28,6 +36,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             debounce: Duration::from_millis(300),
+            max_delay: Duration::from_secs(1),
             rescan: Duration::from_secs(300),
             poll_timeout_s: 60,
         }
@@ -79,8 +88,24 @@ pub async fn run(
             _ = &mut stop => break,
             _ = remote.notified() => {}
             Some(()) = local.recv() => {
-                // Let a burst of writes settle.
-                while let Ok(Some(())) = tokio::time::timeout(opts.debounce, local.recv()).await {}
+                // Let a burst of writes settle, but never for longer than
+                // `max_delay`, and not at all once the server has news.
+                let deadline = tokio::time::Instant::now() + opts.max_delay;
+                loop {
+                    let quiet = opts.debounce.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                    if quiet.is_zero() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = &mut stop => return poller.abort(),
+                        _ = remote.notified() => break,
+                        more = tokio::time::timeout(quiet, local.recv()) => {
+                            if !matches!(more, Ok(Some(()))) {
+                                break;
+                            }
+                        }
+                    }
+                }
             }
             _ = tokio::time::sleep(pause) => {}
         }
@@ -140,14 +165,19 @@ async fn long_poll(syncer: Arc<Syncer>, remote: Arc<Notify>, timeout_s: u64) {
 fn watch(dir: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let state_dir = dir.join(STATE_DIR);
+    let wake = state_dir.join(WAKE_FILE);
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
+        if !changes(&ev.kind) {
+            return;
+        }
         let relevant = ev.paths.iter().any(|p| {
-            !p.starts_with(&state_dir)
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(PARTIAL_PREFIX))
+            *p == wake
+                || (!p.starts_with(&state_dir)
+                    && !p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(PARTIAL_PREFIX)))
         });
         if relevant {
             let _ = tx.try_send(());
@@ -155,4 +185,43 @@ fn watch(dir: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::Recommended
     })?;
     w.watch(dir, RecursiveMode::Recursive)?;
     Ok(w)
+}
+
+/// Whether an event can mean a change: opening, reading and closing a
+/// file unwritten cannot (editors, indexers and this daemon's own reads
+/// do that all day), nor can a change of access time.
+fn changes(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind};
+
+    #[test]
+    fn reads_are_not_changes() {
+        assert!(!changes(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes(&EventKind::Access(AccessKind::Read)));
+        assert!(!changes(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(changes(&EventKind::Create(CreateKind::File)));
+    }
 }

@@ -76,9 +76,27 @@ pub struct State {
 /// A state database error.
 pub type StateError = rusqlite::Error;
 
-const SCHEMA: &str = "
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+/// Set on every connection.
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;";
+
+/// The schema, one step per version (`PRAGMA user_version` counts the
+/// steps applied). A step is never edited once released: a new one is
+/// appended. The first step is written with `IF NOT EXISTS` because
+/// databases made before versioning began hold its tables already.
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1,
+    // v2: the file system of each synced file (a missing file counts as
+    // deleted only if its folder is still on that file system), and what
+    // failed in the last pass, for `status`.
+    "ALTER TABLE files ADD COLUMN dev INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE problems (
+         path     TEXT PRIMARY KEY,
+         reason   TEXT NOT NULL,
+         since_ms INTEGER NOT NULL
+     );",
+];
+
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
     path         TEXT PRIMARY KEY,
@@ -145,13 +163,73 @@ fn hash32(b: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
 }
 
 impl State {
-    /// Opens (creating) the state database at `file`.
+    /// Opens (creating, or bringing to the current schema) the state
+    /// database at `file`. A database from a newer version is refused
+    /// rather than misread.
     pub fn open(file: &Path) -> Result<Self, StateError> {
-        let conn = Connection::open(file)?;
+        let mut conn = Connection::open(file)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(PRAGMAS)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let at: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+        if at > MIGRATIONS.len() {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+                Some(format!(
+                    "the state database has schema version {at}; this driftless knows {} (a newer driftless wrote it)",
+                    MIGRATIONS.len()
+                )),
+            ));
+        }
+        for step in &MIGRATIONS[at..] {
+            tx.execute_batch(step)?;
+        }
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+        tx.commit()?;
         Ok(Self {
             conn: Mutex::new(conn),
+        })
+    }
+
+    /// Replaces the list of paths that failed in the last pass (a path
+    /// failing since earlier keeps its first time).
+    pub fn set_problems(
+        &self,
+        problems: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS seen (path TEXT PRIMARY KEY)",
+                [],
+            )?;
+            tx.execute("DELETE FROM temp.seen", [])?;
+            {
+                let mut up = tx.prepare(
+                    "INSERT INTO problems (path, reason, since_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (path) DO UPDATE SET reason = excluded.reason",
+                )?;
+                let mut seen = tx.prepare("INSERT OR IGNORE INTO temp.seen (path) VALUES (?1)")?;
+                for (path, reason) in problems {
+                    up.execute(params![path, reason, now_ms])?;
+                    seen.execute([path])?;
+                }
+            }
+            tx.execute(
+                "DELETE FROM problems WHERE path NOT IN (SELECT path FROM temp.seen)",
+                [],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Paths that failed in the last pass: (path, reason, failing since).
+    pub fn problems(&self) -> Result<Vec<(String, String, i64)>, StateError> {
+        self.with(|c| {
+            let mut q = c.prepare("SELECT path, reason, since_ms FROM problems ORDER BY path")?;
+            q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
         })
     }
 
@@ -187,7 +265,7 @@ impl State {
     pub fn synced(&self, p: &SyncPath) -> Result<Option<Synced>, StateError> {
         self.with(|c| {
             c.query_row(
-                "SELECT path, rev, content_hash, size, mtime_ns, inode FROM files WHERE path = ?1",
+                "SELECT path, rev, content_hash, size, mtime_ns, inode, dev FROM files WHERE path = ?1",
                 [p.as_str()],
                 row_synced,
             )
@@ -199,7 +277,7 @@ impl State {
     pub fn all_synced(&self) -> Result<Vec<Synced>, StateError> {
         self.with(|c| {
             let mut q = c.prepare(
-                "SELECT path, rev, content_hash, size, mtime_ns, inode FROM files ORDER BY path",
+                "SELECT path, rev, content_hash, size, mtime_ns, inode, dev FROM files ORDER BY path",
             )?;
             q.query_map([], row_synced)?.collect()
         })
@@ -211,17 +289,18 @@ impl State {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO files (path, rev, content_hash, size, mtime_ns, inode) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (path) DO UPDATE SET \
+                "INSERT INTO files (path, rev, content_hash, size, mtime_ns, inode, dev) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO UPDATE SET \
                  rev = excluded.rev, content_hash = excluded.content_hash, size = excluded.size, \
-                 mtime_ns = excluded.mtime_ns, inode = excluded.inode",
+                 mtime_ns = excluded.mtime_ns, inode = excluded.inode, dev = excluded.dev",
                 params![
                     s.path.as_str(),
                     s.rev.0 as i64,
                     s.content_hash.as_bytes().as_slice(),
                     s.stat.size as i64,
                     s.stat.mtime_ns,
-                    s.stat.inode as i64
+                    s.stat.inode as i64,
+                    s.stat.dev as i64
                 ],
             )?;
             tx.execute("DELETE FROM chunks WHERE path = ?1", [s.path.as_str()])?;
@@ -248,12 +327,13 @@ impl State {
     pub fn restat(&self, p: &SyncPath, stat: LocalStat) -> Result<(), StateError> {
         self.with(|c| {
             c.execute(
-                "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4 WHERE path = ?1",
+                "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4, dev = ?5 WHERE path = ?1",
                 params![
                     p.as_str(),
                     stat.size as i64,
                     stat.mtime_ns,
-                    stat.inode as i64
+                    stat.inode as i64,
+                    stat.dev as i64
                 ],
             )
             .map(|_| ())
@@ -557,6 +637,7 @@ fn row_synced(r: &rusqlite::Row<'_>) -> rusqlite::Result<Synced> {
             size: r.get::<_, i64>(3)? as u64,
             mtime_ns: r.get(4)?,
             inode: r.get::<_, i64>(5)? as u64,
+            dev: r.get::<_, i64>(6)? as u64,
         },
     })
 }

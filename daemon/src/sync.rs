@@ -23,7 +23,7 @@ use driftless_protocol::{NamespaceId, SyncPath};
 use crate::download::DownloadError;
 use crate::hash::HashedFile;
 use crate::http::{ApiClient, ClientError};
-use crate::local::{LocalError, Root, conflicted_copy};
+use crate::local::{FolderError, LocalError, Root, conflicted_copy};
 use crate::scan::Ignore;
 use crate::state::{State, StateError, Synced};
 use crate::upload::{UploadError, UploadOptions};
@@ -37,6 +37,10 @@ pub enum SyncError {
     /// The state database failed.
     #[error("state: {0}")]
     State(#[from] StateError),
+    /// The synced folder is missing, replaced or unreadable: nothing is
+    /// sent or applied until it is back.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
 }
 
 impl SyncError {
@@ -45,9 +49,67 @@ impl SyncError {
         match self {
             Self::Client(e) => e.retryable(),
             Self::State(_) => false,
+            // A drive comes back, a folder is renamed back.
+            Self::Folder(_) => true,
         }
     }
 }
+
+/// A file that could not be synced in a pass, and why (retried next pass;
+/// `driftless status` lists them).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The path in the folder (or a folder, or `.` for the whole folder).
+    pub path: String,
+    /// What went wrong, for the user.
+    pub why: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.why)
+    }
+}
+
+/// When a pass holds back deletions instead of sending them: more than
+/// `max_files`, or more than `max_fraction` of the synced files (once
+/// more than `min_files` go). A brake for what no other check foresaw;
+/// `driftless sync --confirm-deletes` releases it once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeleteBrake {
+    /// Deletions in one pass above which it holds.
+    pub max_files: usize,
+    /// Share of the synced files above which it holds.
+    pub max_fraction: f64,
+    /// The share rule applies only above this many deletions.
+    pub min_files: usize,
+}
+
+impl Default for DeleteBrake {
+    fn default() -> Self {
+        Self {
+            max_files: 500,
+            max_fraction: 0.30,
+            min_files: 10,
+        }
+    }
+}
+
+impl DeleteBrake {
+    /// Whether `deletes` of `synced` files is too many to send unconfirmed.
+    pub fn holds(&self, deletes: usize, synced: usize) -> bool {
+        deletes > self.max_files
+            || (deletes > self.min_files
+                && (deletes as f64) > self.max_fraction * synced.max(1) as f64)
+    }
+}
+
+/// The state key of deletions held by the brake (their count).
+pub const HELD_DELETES_KEY: &str = "held_deletes";
+/// The state key set by `driftless sync --confirm-deletes`.
+pub const CONFIRM_DELETES_KEY: &str = "confirm_deletes";
+/// The state key of the last pass's failure, if it failed as a whole.
+pub const LAST_ERROR_KEY: &str = "last_error";
 
 /// What a pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -71,7 +133,9 @@ pub struct PassReport {
     /// Raw bytes reused from local files instead of fetched.
     pub bytes_reused: u64,
     /// Problems with single files (each retried next pass).
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
+    /// Deletions found but held back by the brake (0: none).
+    pub deletes_held: u64,
 }
 
 impl PassReport {
@@ -87,6 +151,15 @@ impl PassReport {
         self.bytes_down += o.bytes_down;
         self.bytes_reused += o.bytes_reused;
         self.problems.extend(o.problems);
+        self.deletes_held += o.deletes_held;
+    }
+
+    /// Notes a problem with one path.
+    pub fn problem(&mut self, path: impl Into<String>, why: impl std::fmt::Display) {
+        self.problems.push(Problem {
+            path: path.into(),
+            why: why.to_string(),
+        });
     }
 
     /// Whether the pass changed anything on either side.
@@ -107,6 +180,9 @@ pub struct Syncer {
     swept: std::sync::atomic::AtomicBool,
     /// When the last full reconcile ran (none yet: the next pass runs one).
     reconciled: std::sync::Mutex<Option<std::time::Instant>>,
+    brake: DeleteBrake,
+    /// The ignore rules of the last pass.
+    ignore_digest: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 /// The state key of the journal cursor.
@@ -130,7 +206,20 @@ impl Syncer {
             opts: UploadOptions::default(),
             swept: std::sync::atomic::AtomicBool::new(false),
             reconciled: std::sync::Mutex::new(None),
+            brake: DeleteBrake::default(),
+            ignore_digest: std::sync::Mutex::new(None),
         }
+    }
+
+    /// When deletions are held back for confirmation.
+    pub fn with_delete_brake(mut self, brake: DeleteBrake) -> Self {
+        self.brake = brake;
+        self
+    }
+
+    /// Changes when deletions are held back.
+    pub fn set_delete_brake(&mut self, brake: DeleteBrake) {
+        self.brake = brake;
     }
 
     /// Upload options (part size, parallelism).
@@ -170,13 +259,52 @@ impl Syncer {
 
     /// Pull, push, pull: afterwards both sides hold what either had,
     /// unless something changed meanwhile (the next pass takes it).
+    ///
+    /// Nothing happens unless the folder is the one that was synced (it
+    /// may have been renamed, unmounted or replaced): a missing folder is
+    /// not a folder whose files were all deleted. What failed is written
+    /// to the state for `driftless status`.
     pub async fn pass(&self) -> Result<PassReport, SyncError> {
+        let result = self.pass_inner().await;
+        let now = crate::now_ms();
+        match &result {
+            Ok(r) => {
+                let list: Vec<(String, String)> = r
+                    .problems
+                    .iter()
+                    .map(|p| (p.path.clone(), p.why.clone()))
+                    .collect();
+                if let Err(e) = self.state.set_problems(&list, now) {
+                    tracing::warn!(error = %e, "could not note this pass's problems");
+                }
+                let _ = self.state.set(LAST_ERROR_KEY, "");
+            }
+            Err(e) => {
+                let _ = self.state.set(LAST_ERROR_KEY, &e.to_string());
+            }
+        }
+        result
+    }
+
+    async fn pass_inner(&self) -> Result<PassReport, SyncError> {
         let mut report = PassReport::default();
+        self.root.check()?;
         let ignore = Ignore::load(&self.root);
         if !self.swept.swap(true, std::sync::atomic::Ordering::SeqCst) {
             self.sweep_partials(&ignore).await;
         }
-        self.pull(&mut report).await?;
+        // New ignore rules: what they no longer hide is compared again.
+        {
+            let mut last = self
+                .ignore_digest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|d| d != ignore.digest()) {
+                self.reconcile_soon();
+            }
+            *last = Some(ignore.digest());
+        }
+        self.pull(&ignore, &mut report).await?;
         // A change the pull could not apply is behind the cursor now: the
         // full comparison brings it, this pass or the next.
         if !report.problems.is_empty() {
@@ -188,7 +316,7 @@ impl Syncer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_none_or(|t| t.elapsed() >= RECONCILE_EVERY);
         if due {
-            self.reconcile(&mut report).await?;
+            self.reconcile(&ignore, &mut report).await?;
             *self
                 .reconciled
                 .lock()
@@ -197,7 +325,7 @@ impl Syncer {
         }
         self.push(&ignore, &mut report).await?;
         if report.changed() {
-            self.pull(&mut report).await?;
+            self.pull(&ignore, &mut report).await?;
         }
         Ok(report)
     }
@@ -207,7 +335,11 @@ impl Syncer {
     async fn sweep_partials(&self, ignore: &Ignore) {
         let (root, ignore) = (self.root.clone(), ignore.clone());
         let found = tokio::task::spawn_blocking(move || crate::scan::scan(&root, &ignore)).await;
-        for p in found.map(|f| f.partials).unwrap_or_default() {
+        let partials = match found {
+            Ok(Ok(f)) => f.partials,
+            _ => Vec::new(),
+        };
+        for p in partials {
             match std::fs::remove_file(&p) {
                 Ok(()) => {
                     tracing::info!(file = %p.display(), "removed the temporary file of an interrupted download")

@@ -27,8 +27,12 @@ pub(crate) async fn upload(
     json: bool,
 ) -> anyhow::Result<()> {
     let target = SyncPath::parse(remote).map_err(|e| anyhow::anyhow!("{remote}: {e}"))?;
-    let local = file.to_owned();
-    let hashed = tokio::task::spawn_blocking(move || hash_file(&local))
+    // The file the user named, through any symlink they gave; a FIFO or
+    // device is refused rather than read forever.
+    let canonical =
+        std::fs::canonicalize(file).with_context(|| format!("reading {}", file.display()))?;
+    let local = canonical.clone();
+    let hashed = tokio::task::spawn_blocking(move || hash_file(&local, None))
         .await?
         .with_context(|| format!("reading {}", file.display()))?;
     let base = match api.manifest(ns, target.as_str(), None).await {
@@ -43,7 +47,7 @@ pub(crate) async fn upload(
     let op = journal.op_for(&target, digest.finalize().as_bytes())?;
     let size = hashed.size;
     let item = UploadItem {
-        local: file.to_owned(),
+        local: canonical,
         hashed,
         remote: target.as_str().to_owned(),
         base_rev: base,

@@ -110,7 +110,7 @@ pub async fn upload_file(
         source,
     };
     let path = local.to_owned();
-    let hashed = tokio::task::spawn_blocking(move || hash_file(&path))
+    let hashed = tokio::task::spawn_blocking(move || hash_file(&path, None))
         .await
         .map_err(|e| io_err(io::Error::other(e)))?
         .map_err(io_err)?;

@@ -79,11 +79,15 @@ codes! {
     NameTrailingDotSpace = "name_trailing_dot_space", 400, false, "The name ends with a dot or a space, which Windows drops.";
     NameWindowsChar = "name_windows_char", 400, false, "The name contains a character Windows forbids (< > : \" | ? *).";
     PathCollision = "path_collision", 409, false, "Another file's name differs from this one only by case or Unicode normalization.";
+    FolderCollision = "folder_collision", 409, false, "A folder on the path differs from an existing folder only by case or Unicode normalization.";
+    PathUnderFile = "path_under_file", 409, false, "A folder on the path is a file.";
+    PathIsFolder = "path_is_folder", 409, false, "A folder exists at this path.";
     // Hashes and sizes
     HashMalformed = "hash_malformed", 400, false, "A hash is not 64 lowercase hex characters.";
     HashMismatch = "hash_mismatch", 422, false, "The bytes do not match their declared hash.";
     SizeMismatch = "size_mismatch", 422, false, "A declared size does not match the data.";
     ChunkingInvalid = "chunking_invalid", 400, false, "The chunking parameters are not supported.";
+    FileTooLarge = "file_too_large", 413, false, "The file exceeds the largest file this server accepts.";
     // Cursors
     CursorInvalid = "cursor_invalid", 400, false, "The cursor is malformed, tampered with, or for another folder.";
     CursorReset = "cursor_reset", 410, false, "The cursor is older than the retained journal; start again without one.";

@@ -28,7 +28,24 @@ impl Device {
         name: &str,
         dir: tempfile::TempDir,
     ) -> Self {
-        let root = Root::open(dir.path()).unwrap();
+        let path = dir.path().to_owned();
+        Self::open(url, token, ns, name, &path, dir)
+    }
+
+    /// A device syncing the folder at `root` (which the test owns).
+    pub(crate) fn at(url: &str, token: &str, ns: u64, name: &str, root: &Path) -> Self {
+        Self::open(url, token, ns, name, root, tempfile::tempdir().unwrap())
+    }
+
+    fn open(
+        url: &str,
+        token: &str,
+        ns: u64,
+        name: &str,
+        root: &Path,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let root = Root::open(root).unwrap();
         std::fs::create_dir_all(root.dir().join(STATE_DIR)).unwrap();
         let state = Arc::new(State::open(&root.dir().join(STATE_DIR).join("state.db")).unwrap());
         let syncer = Syncer::new(

@@ -30,8 +30,37 @@ async fn ignored_files_litter_and_symlinks_stay_local() {
     std::os::unix::fs::symlink(outside.path(), a.path().join("linkdir")).unwrap();
     a.pass().await;
     b.pass().await;
+    // The root `.driftignore` is the device's own: it does not travel.
     let got: Vec<String> = b.tree().into_keys().collect();
-    assert_eq!(got, [".driftignore", "keep.log", "src/main.rs"], "{got:?}");
+    assert_eq!(got, ["keep.log", "src/main.rs"], "{got:?}");
+
+    // Rules that ignore everything on one device stop nothing on another
+    // (an editor's `*` used to stop every member's uploads): B's files go
+    // up; A does not take what its own rules ignore, and says so.
+    a.write(".driftignore", b"*\n");
+    a.pass().await;
+    b.write("notes/plan.md", b"B's plan");
+    b.write("build/tool.o", b"B builds here");
+    let r = b.pass().await;
+    assert_eq!(r.uploaded, 2, "{r:?}");
+    let st = driftless_daemon::status::status(b.syncer.root(), b.syncer.state()).unwrap();
+    assert!(st.in_sync() && st.pending.is_empty(), "{st:?}");
+    a.pass().await;
+    assert!(
+        a.read("notes/plan.md").is_none(),
+        "A ignores everything now"
+    );
+    let st = driftless_daemon::status::status(a.syncer.root(), a.syncer.state()).unwrap();
+    assert!(
+        st.pending.is_empty(),
+        "ignored files are not 'pending deleted': {st:?}"
+    );
+    assert_eq!(st.ignored, 2, "{st:?}");
+    // A drops the rule: what it no longer ignores arrives.
+    a.write(".driftignore", b"build/\n");
+    a.pass().await;
+    assert_eq!(a.read("notes/plan.md").as_deref(), Some(&b"B's plan"[..]));
+    assert!(a.read("build/tool.o").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

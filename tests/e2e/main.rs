@@ -11,3 +11,4 @@ mod hostile;
 mod local_rules;
 mod model;
 mod offline;
+mod safety;

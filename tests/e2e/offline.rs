@@ -14,7 +14,14 @@ async fn ten_thousand_offline_changes_catch_up_in_bulk() {
     let (token_a, ns) = app.user("ada", None).await;
     let token_b = app.device("ada", "desk").await;
     let a = Device::new(&app.url, &token_a, ns, "laptop");
-    let b = Device::new(&app.url, &token_b, ns, "desk");
+    let mut b = Device::new(&app.url, &token_b, ns, "desk");
+    // 1,000 deletions in one pass are what this test is about: not braked.
+    b.syncer
+        .set_delete_brake(driftless_daemon::sync::DeleteBrake {
+            max_files: usize::MAX,
+            max_fraction: 1.0,
+            min_files: 0,
+        });
 
     // 3,000 files both devices hold.
     for i in 0..3000 {

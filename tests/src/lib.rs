@@ -289,6 +289,7 @@ impl TestApp {
                 max_in_flight,
                 shutdown_grace: Duration::from_secs(10),
                 run_consumers,
+                ..driftless_api::state::Settings::default()
             },
         )
         .unwrap();
@@ -371,6 +372,79 @@ impl TestApp {
             .await
             .unwrap();
         token
+    }
+}
+
+/// Every table that belongs to a folder (keyed by `namespace_id`).
+pub const FOLDER_TABLES: &[&str] = &[
+    "packs",
+    "chunks",
+    "versions",
+    "files",
+    "journal",
+    "outbox",
+    "ops",
+    "upload_sessions",
+    "upload_parts",
+    "device_cursors",
+    "consumer_marks",
+];
+
+/// A copy of one folder's rows (see [`TestApp::snapshot_folder`]).
+pub struct FolderSnapshot {
+    ns: u64,
+    tag: String,
+}
+
+impl TestApp {
+    /// Copies every row of folder `ns` (its tables and its `namespaces`
+    /// row) aside: a backup of that folder's metadata as of now.
+    pub async fn snapshot_folder(&self, ns: u64) -> FolderSnapshot {
+        let tag = unique("snap_");
+        let pool = self.state.db.pool();
+        for t in FOLDER_TABLES {
+            sqlx::query(&format!(
+                "CREATE TABLE {tag}_{t} AS SELECT * FROM {t} WHERE namespace_id = {ns}"
+            ))
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query(&format!(
+            "CREATE TABLE {tag}_namespaces AS SELECT * FROM namespaces WHERE id = {ns}"
+        ))
+        .execute(pool)
+        .await
+        .unwrap();
+        FolderSnapshot { ns, tag }
+    }
+
+    /// Puts folder `snap.ns` back as it was at the snapshot, in one
+    /// transaction: what an operator's restore from a backup does to it
+    /// (everything committed since is forgotten; objects in S3 stay).
+    pub async fn restore_folder(&self, snap: &FolderSnapshot) {
+        let FolderSnapshot { ns, tag } = snap;
+        let mut tx = self.state.db.begin().await.unwrap();
+        // The namespace row first: it is the commit lock, so no commit of
+        // this folder interleaves with the restore.
+        sqlx::query(&format!(
+            "UPDATE namespaces SET head_seq = (SELECT head_seq FROM {tag}_namespaces), \
+             compacted_seq = (SELECT compacted_seq FROM {tag}_namespaces) WHERE id = {ns}"
+        ))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        for t in FOLDER_TABLES {
+            sqlx::query(&format!("DELETE FROM {t} WHERE namespace_id = {ns}"))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query(&format!("INSERT INTO {t} SELECT * FROM {tag}_{t}"))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
     }
 }
 

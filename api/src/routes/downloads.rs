@@ -79,6 +79,20 @@ async fn readable(
         }
         located.push((h, stored));
     }
+    // Every chunk must fill exactly its slot in the file: a version whose
+    // manifest gives a chunk another length than the stored one (committed
+    // before commits checked this) is never served as if it were whole.
+    let raw: std::collections::HashMap<ChunkHash, u32> =
+        located.iter().map(|(h, s)| (*h, s.raw_len)).collect();
+    if let Some(bad) = v
+        .manifest
+        .specs()
+        .find(|c| raw.get(&c.hash) != Some(&c.len))
+    {
+        tracing::error!(namespace = %ns, path = %path, rev = v.rev.0, chunk = %bad.hash,
+            "committed version gives a chunk another length than the stored one");
+        return Err(ApiError::code(ErrorCode::Internal));
+    }
     Ok((ns, v, located))
 }
 
@@ -258,7 +272,10 @@ async fn content(
         }
         let from = start.saturating_sub(c_start) as usize;
         let to = ((end + 1).min(c_end) - c_start) as usize;
-        plan.push((spec.hash, stored[&spec.hash].clone(), from, to));
+        let Some(s) = stored.get(&spec.hash) else {
+            return Err(ApiError::code(ErrorCode::Internal));
+        };
+        plan.push((spec.hash, s.clone(), from, to));
     }
     let blob = state.blob.clone();
     let stream = futures_util::stream::unfold(
@@ -279,7 +296,8 @@ async fn content(
                     tracing::error!(chunk = %hash, "stored chunk fails its hash; download aborted");
                     return Err(std::io::Error::other("stored chunk fails its hash"));
                 }
-                Ok(Bytes::copy_from_slice(&bytes[from..to]))
+                let slice = bytes.get(from..to).ok_or_else(|| std::io::Error::other("stored chunk is shorter than its slot"))?;
+                Ok(Bytes::copy_from_slice(slice))
             }
             .await;
                 Some((result, (plan, dec)))

@@ -116,6 +116,8 @@ async fn restore(
         op_id: req.op_id,
         digest,
         device: Some(caller.device),
+        // A version already committed here: its chunks are the folder's.
+        reuse: driftless_store::meta::chunks::Usable::Stored,
         change: FileChange::Put {
             path,
             base_rev: req.base_rev,

@@ -123,7 +123,8 @@ async fn create(
         ));
     }
     // Validate everything first; find the chunks no valid put can do without.
-    let checked: Vec<_> = req.files.iter().map(validate::op).collect();
+    let max = state.settings.max_file_bytes;
+    let checked: Vec<_> = req.files.iter().map(|f| validate::op(f, max)).collect();
     let mut wanted: Vec<ChunkHash> = Vec::new();
     for (op, c) in req.files.iter().zip(&checked) {
         if let (FileOp::Put(p), Ok(_)) = (op, c) {
@@ -189,6 +190,7 @@ async fn create(
             op_id: op.op_id().clone(),
             digest: validate::digest(op),
             device: Some(caller.device),
+            reuse: chunks::Usable::OfferedTo(caller.device),
             change,
         };
         results.push(result(op, commit_op(&state.db, &c).await?));

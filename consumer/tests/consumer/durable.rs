@@ -51,6 +51,7 @@ async fn put(db: &Db, ns: NamespaceId, path: &str) {
         op_id: format!("op-{}", path.replace('/', "-")).parse().unwrap(),
         digest: *blake3::hash(path.as_bytes()).as_bytes(),
         device: None,
+        reuse: driftless_store::meta::chunks::Usable::Stored,
         change: FileChange::Put {
             path: SyncPath::parse(path).unwrap(),
             base_rev: None,

@@ -40,6 +40,7 @@ async fn put(db: &Db, ns: NamespaceId, path: &str, manifest: &Manifest) -> Seq {
             .unwrap(),
         digest: *blake3::hash(path.as_bytes()).as_bytes(),
         device: None,
+        reuse: driftless_store::meta::chunks::Usable::Stored,
         change: FileChange::Put {
             path: SyncPath::parse(path).unwrap(),
             base_rev: None,

@@ -10,6 +10,7 @@ use driftless_protocol::{ChangeEntry, ChangeKind, ErrorCode, SyncPath};
 use super::{CURSOR_KEY, PassReport, SyncError, Syncer};
 use crate::hash::hash_file;
 use crate::http::ClientError;
+use crate::scan::Ignore;
 use crate::state::Synced;
 
 /// Entries per page.
@@ -20,7 +21,11 @@ const PARALLEL: usize = 8;
 impl Syncer {
     /// Applies every change after the stored cursor (a bootstrap if none),
     /// saving the cursor after each page.
-    pub async fn pull(&self, report: &mut PassReport) -> Result<(), SyncError> {
+    pub(crate) async fn pull(
+        &self,
+        ignore: &Ignore,
+        report: &mut PassReport,
+    ) -> Result<(), SyncError> {
         let mut cursor = self.state.get(CURSOR_KEY)?;
         loop {
             let page = match self.api.changes(self.ns, cursor.as_deref(), PAGE).await {
@@ -52,16 +57,17 @@ impl Syncer {
                     run.push(entry);
                     continue;
                 }
-                self.apply_all(std::mem::take(&mut run), report).await;
+                self.apply_all(std::mem::take(&mut run), ignore, report)
+                    .await;
                 in_run.clear();
                 if entry.kind == ChangeKind::Put {
                     in_run.insert(entry.path.as_str());
                     run.push(entry);
                 } else {
-                    self.apply_all(vec![entry], report).await;
+                    self.apply_all(vec![entry], ignore, report).await;
                 }
             }
-            self.apply_all(run, report).await;
+            self.apply_all(run, ignore, report).await;
             self.state.set(CURSOR_KEY, &page.cursor)?;
             cursor = Some(page.cursor);
             if !page.has_more {
@@ -77,15 +83,19 @@ impl Syncer {
     }
 
     /// Applies independent changes, up to [`PARALLEL`] at once.
-    async fn apply_all(&self, entries: Vec<&ChangeEntry>, report: &mut PassReport) {
+    async fn apply_all(
+        &self,
+        entries: Vec<&ChangeEntry>,
+        ignore: &Ignore,
+        report: &mut PassReport,
+    ) {
         use futures_util::stream::{self, StreamExt};
         let mut done = stream::iter(entries)
             .map(|entry| async move {
                 let mut r = PassReport::default();
-                if let Err(e) = self.apply(entry, &mut r).await {
-                    let what = format!("{}: {e}", entry.path);
-                    tracing::warn!(problem = %what, "remote change not applied; retried next pass");
-                    r.problems.push(what);
+                if let Err(e) = self.apply(entry, ignore, &mut r).await {
+                    tracing::warn!(path = %entry.path, problem = %e, "remote change not applied; retried next pass");
+                    r.problem(entry.path.as_str(), e);
                 }
                 r
             })
@@ -95,16 +105,35 @@ impl Syncer {
         }
     }
 
-    /// One remote change.
-    async fn apply(&self, e: &ChangeEntry, report: &mut PassReport) -> Result<(), String> {
+    /// One remote change. A path this device ignores (its `.driftignore`,
+    /// which is its own) is neither written nor deleted here.
+    async fn apply(
+        &self,
+        e: &ChangeEntry,
+        ignore: &Ignore,
+        report: &mut PassReport,
+    ) -> Result<(), String> {
         let path = SyncPath::parse(&e.path).map_err(|err| format!("refused path: {err}"))?;
+        let ignored = |p: &SyncPath| ignore.ignored(p, false);
         match e.kind {
+            _ if e.kind != ChangeKind::Move && ignored(&path) => Ok(()),
             ChangeKind::Put => self.remote_put(&path, e, report).await,
             ChangeKind::Delete => self.remote_delete(&path, e, report),
             ChangeKind::Move => {
                 let from = e.from.as_deref().ok_or("a move without its old path")?;
                 let from = SyncPath::parse(from).map_err(|err| format!("refused path: {err}"))?;
-                self.remote_move(&from, &path, e, report).await
+                match (ignored(&from), ignored(&path)) {
+                    (false, false) => self.remote_move(&from, &path, e, report).await,
+                    (false, true) => {
+                        let as_delete = ChangeEntry {
+                            path: from.as_str().to_owned(),
+                            ..e.clone()
+                        };
+                        self.remote_delete(&from, &as_delete, report)
+                    }
+                    (true, false) => self.remote_put(&path, e, report).await,
+                    (true, true) => Ok(()),
+                }
             }
             ChangeKind::Repair => self.remote_repair(&path, e, report).await,
         }
@@ -150,7 +179,8 @@ impl Syncer {
             // Dirty: never overwritten. If it already holds the server's
             // bytes, the two agree; otherwise pushing it will conflict.
             let local_path = self.root.path_of(p);
-            let hashed = tokio::task::spawn_blocking(move || hash_file(&local_path))
+            let id = local.map(|st| (st.dev, st.inode));
+            let hashed = tokio::task::spawn_blocking(move || hash_file(&local_path, id))
                 .await
                 .map_err(|x| x.to_string())?
                 .map_err(|x| x.to_string())?;

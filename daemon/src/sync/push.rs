@@ -34,10 +34,16 @@ impl Syncer {
             let (root, ignore) = (self.root.clone(), ignore.clone());
             tokio::task::spawn_blocking(move || scan(&root, &ignore))
                 .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .map_err(|e| ClientError::Protocol(e.to_string()))??
         };
         for (path, why) in &found.skipped {
             tracing::debug!(path, why, "skipped");
+        }
+        for dir in found.unread() {
+            report.problem(
+                if dir.is_empty() { "." } else { dir },
+                "the folder cannot be read: nothing under it is sent or deleted until it can",
+            );
         }
         let synced: HashMap<SyncPath, Synced> = self
             .state
@@ -53,14 +59,16 @@ impl Syncer {
                 continue;
             }
             let local = self.root.path_of(&f.path);
-            let hashed = match tokio::task::spawn_blocking(move || hash_file(&local)).await {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) => {
-                    report.problems.push(format!("{}: {e}", f.path));
-                    continue;
-                }
-                Err(e) => return Err(ClientError::Protocol(e.to_string()).into()),
-            };
+            let id = (f.stat.dev, f.stat.inode);
+            let hashed =
+                match tokio::task::spawn_blocking(move || hash_file(&local, Some(id))).await {
+                    Ok(Ok(h)) => h,
+                    Ok(Err(e)) => {
+                        report.problem(f.path.as_str(), e);
+                        continue;
+                    }
+                    Err(e) => return Err(ClientError::Protocol(e.to_string()).into()),
+                };
             if let Some(b) = &base
                 && b.content_hash == hashed.content_hash
             {
@@ -75,9 +83,14 @@ impl Syncer {
                 base,
             });
         }
+        // A deletion only from evidence: the walk saw the file gone (its
+        // folders were read, its file system is still there), and it is
+        // not merely left out now (ignored, or behind a symlink).
         let mut gone: Vec<Synced> = synced
             .values()
-            .filter(|s| !present.contains(&s.path) && !ignore_gone(&self.root, s))
+            .filter(|s| {
+                !present.contains(&s.path) && found.deleted(&self.root, ignore, &s.path, s.stat.dev)
+            })
             .cloned()
             .collect();
         gone.sort_by(|a, b| a.path.cmp(&b.path));
@@ -117,15 +130,48 @@ impl Syncer {
         self.abort_stale(&batches).await?;
         for batch in batches {
             for (path, why) in self.send_puts(batch, report).await? {
-                let what = format!("{path}: {why}");
-                tracing::warn!(problem = %what, "local change not sent; retried next pass");
-                report.problems.push(what);
+                tracing::warn!(%path, why, "local change not sent; retried next pass");
+                report.problem(path.as_str(), why);
             }
+        }
+        if !still_gone.is_empty() && !self.deletes_allowed(still_gone.len(), synced.len())? {
+            report.deletes_held = still_gone.len() as u64;
+            return Ok(());
         }
         for chunk in still_gone.chunks(BATCH_FILES) {
             self.send_deletes(chunk, report).await?;
         }
         Ok(())
+    }
+
+    /// The brake on mass deletes: whether `n` deletions out of `synced`
+    /// files may go now. Held ones are noted in the state (for `status`)
+    /// and logged; `driftless sync --confirm-deletes` lets the next pass
+    /// send them.
+    fn deletes_allowed(&self, n: usize, synced: usize) -> Result<bool, SyncError> {
+        use super::{CONFIRM_DELETES_KEY, HELD_DELETES_KEY};
+        if !self.brake.holds(n, synced) {
+            self.state.set(HELD_DELETES_KEY, "0")?;
+            return Ok(true);
+        }
+        if self
+            .state
+            .get(CONFIRM_DELETES_KEY)?
+            .is_some_and(|v| v == "1")
+        {
+            tracing::warn!(deletes = n, "sending deletions confirmed by the user");
+            self.state.set(CONFIRM_DELETES_KEY, "0")?;
+            self.state.set(HELD_DELETES_KEY, "0")?;
+            return Ok(true);
+        }
+        tracing::warn!(
+            deletes = n,
+            synced,
+            "holding back deletions: more than the brake allows in one pass; \
+             check the folder, then run `driftless sync --confirm-deletes` to send them"
+        );
+        self.state.set(HELD_DELETES_KEY, &n.to_string())?;
+        Ok(false)
     }
 
     /// Uploads the file at `p` against its synced base (repairs, copies).
@@ -136,7 +182,8 @@ impl Syncer {
     ) -> Result<Option<Rev>, String> {
         let local = self.root.path_of(p);
         let stat = self.root.stat(p).ok_or("the file is gone")?;
-        let hashed = tokio::task::spawn_blocking(move || hash_file(&local))
+        let id = (stat.dev, stat.inode);
+        let hashed = tokio::task::spawn_blocking(move || hash_file(&local, Some(id)))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
@@ -467,7 +514,7 @@ impl Syncer {
                     if current_rev.is_some()
                         && let Err(e) = self.download(&s.path, None, None, report).await
                     {
-                        report.problems.push(format!("{}: {e}", s.path));
+                        report.problem(s.path.as_str(), e);
                     }
                 }
                 Outcome::Error {
@@ -476,9 +523,7 @@ impl Syncer {
                 } => {
                     self.state.forget(&s.path)?;
                 }
-                other => report
-                    .problems
-                    .push(format!("{}: delete not applied: {other:?}", s.path)),
+                other => report.problem(s.path.as_str(), format!("delete not applied: {other:?}")),
             }
         }
         Ok(())
@@ -508,10 +553,4 @@ fn batches(files: Vec<Changed>) -> Vec<Vec<Changed>> {
         out.push(cur);
     }
     out
-}
-
-/// A synced file missing from the scan because it is now ignored (or its
-/// folder became a symlink) is not a deletion.
-fn ignore_gone(root: &crate::local::Root, s: &Synced) -> bool {
-    std::fs::symlink_metadata(root.path_of(&s.path)).is_ok()
 }

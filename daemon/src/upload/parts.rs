@@ -80,11 +80,11 @@ pub(super) async fn send_parts(
         .count() as u32;
     let journal_etags = journal.clone();
     let (tx, mut rx) = mpsc::channel::<Result<Part, UploadError>>(opts.concurrency.max(1));
-    let files: Vec<(PathBuf, String)> = items
+    let files: Vec<(PathBuf, String, (u64, u64))> = items
         .iter()
         .map(|i| {
             let name = i.remote.rsplit('/').next().unwrap_or(&i.remote).to_owned();
-            (i.local.clone(), name)
+            (i.local.clone(), name, i.hashed.id)
         })
         .collect();
     let policy = opts.policy;
@@ -176,7 +176,7 @@ async fn send_one(
 
 /// Reads the wanted chunks in batch order, encodes them and seals parts.
 struct Packer {
-    files: Vec<(PathBuf, String)>,
+    files: Vec<(PathBuf, String, (u64, u64))>,
     open: Option<(usize, File, FormatHint)>,
     encoder: Option<Encoder>,
     policy: Policy,
@@ -187,7 +187,7 @@ struct Packer {
 
 impl Packer {
     fn new(
-        files: Vec<(PathBuf, String)>,
+        files: Vec<(PathBuf, String, (u64, u64))>,
         policy: Policy,
         part_size: u64,
         tx: mpsc::Sender<Result<Part, UploadError>>,
@@ -270,13 +270,14 @@ impl Packer {
     }
 
     fn add(&mut self, w: &Wanted, part: &mut Part, buf: &mut Vec<u8>) -> Result<(), UploadError> {
-        let (path, name) = &self.files[w.item];
+        let (path, name, id) = &self.files[w.item];
         let io_err = |source| UploadError::Io {
             path: path.display().to_string(),
             source,
         };
         if self.open.as_ref().is_none_or(|(n, _, _)| *n != w.item) {
-            let mut file = File::open(path).map_err(io_err)?;
+            // The file that was hashed, never a symlink or FIFO swapped in.
+            let mut file = crate::local::open_regular(path, Some(*id)).map_err(io_err)?;
             let mut head = [0u8; 512];
             let n = file.read(&mut head).map_err(io_err)?;
             let hint = FormatHint::detect(name, &head[..n]);

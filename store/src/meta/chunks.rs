@@ -1,7 +1,7 @@
 //! Chunk rows: which chunks a namespace holds, where, and whether the
 //! verifier has re-hashed them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use driftless_protocol::{ChunkHash, DeviceId, NamespaceId};
 use sqlx::{AnyConnection, Row};
@@ -45,7 +45,22 @@ pub async fn missing_in(
 ) -> Result<Vec<ChunkHash>, sqlx::Error> {
     let mut seen = HashSet::new();
     let wanted: Vec<ChunkHash> = hashes.filter(|h| seen.insert(*h)).collect();
-    let mut present = HashSet::with_capacity(wanted.len());
+    let present = usable_lengths(conn, ns, usable, &wanted).await?;
+    Ok(wanted
+        .into_iter()
+        .filter(|h| !present.contains_key(h))
+        .collect())
+}
+
+/// The raw length of each of `wanted` that namespace `ns` holds as a
+/// usable chunk (absent: not usable).
+pub async fn usable_lengths(
+    conn: &mut AnyConnection,
+    ns: i64,
+    usable: Usable,
+    wanted: &[ChunkHash],
+) -> Result<HashMap<ChunkHash, u32>, sqlx::Error> {
+    let mut present = HashMap::with_capacity(wanted.len());
     // $2 is the device when the filter names one; the hashes follow.
     let (filter, device) = match usable {
         Usable::Stored => ("c.state <> 2", None),
@@ -61,7 +76,7 @@ pub async fn missing_in(
             .map(|i| format!("${}", i + first))
             .collect();
         let sql = format!(
-            "SELECT c.hash FROM chunks c WHERE c.namespace_id = $1 AND {filter} AND c.hash IN ({})",
+            "SELECT c.hash, c.raw_len FROM chunks c WHERE c.namespace_id = $1 AND {filter} AND c.hash IN ({})",
             placeholders.join(", ")
         );
         let mut q = sqlx::query(&sql).bind(ns);
@@ -72,16 +87,58 @@ pub async fn missing_in(
             q = q.bind(h.as_bytes().to_vec());
         }
         for row in q.fetch_all(&mut *conn).await? {
-            let bytes: Vec<u8> = row.try_get(0)?;
-            if let Ok(arr) = <[u8; 32]>::try_from(bytes) {
-                present.insert(ChunkHash::from_bytes(arr));
+            let bytes: Vec<u8> = row.try_get("hash")?;
+            let len: i64 = row.try_get("raw_len")?;
+            if let (Ok(arr), Ok(len)) = (<[u8; 32]>::try_from(bytes), u32::try_from(len)) {
+                present.insert(ChunkHash::from_bytes(arr), len);
             }
         }
     }
-    Ok(wanted
-        .into_iter()
-        .filter(|h| !present.contains(h))
-        .collect())
+    Ok(present)
+}
+
+/// Of `wanted`, the chunks whose recorded copy is another device's and not
+/// yet verified, by pack: a commit that uploaded its own copy of such a
+/// chunk has that copy checked now, so neither waits for the verifier nor
+/// points at bytes nobody proved (the first *verified* copy wins).
+pub async fn unproven(
+    conn: &mut AnyConnection,
+    ns: NamespaceId,
+    device: DeviceId,
+    wanted: &[ChunkHash],
+) -> Result<HashMap<String, Vec<ChunkLocation>>, sqlx::Error> {
+    let mut out: HashMap<String, Vec<ChunkLocation>> = HashMap::new();
+    for batch in wanted.chunks(BATCH) {
+        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT c.hash, c.raw_len, c.pack_id, c.pack_offset, c.stored_len, c.codec FROM chunks c \
+             WHERE c.namespace_id = $1 AND c.state = 0 AND NOT EXISTS (SELECT 1 FROM packs p \
+             WHERE p.namespace_id = c.namespace_id AND p.id = c.pack_id AND p.device_id = $2) \
+             AND c.hash IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(to_db(ns.0)).bind(to_db(device.0));
+        for h in batch {
+            q = q.bind(h.as_bytes().to_vec());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let Ok(hash) = <[u8; 32]>::try_from(r.try_get::<Vec<u8>, _>("hash")?) else {
+                continue;
+            };
+            let pack: String = r.try_get("pack_id")?;
+            out.entry(pack).or_default().push(ChunkLocation {
+                hash: ChunkHash::from_bytes(hash),
+                raw_len: from_db(r.try_get("raw_len")?) as u32,
+                offset: from_db(r.try_get("pack_offset")?),
+                stored_len: from_db(r.try_get("stored_len")?) as u32,
+                codec: r.try_get("codec")?,
+            });
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by_key(|c| c.offset);
+    }
+    Ok(out)
 }
 
 /// Where a chunk's stored bytes are.

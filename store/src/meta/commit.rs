@@ -12,7 +12,7 @@ use driftless_protocol::{
 };
 use sqlx::{Any, Row, Transaction};
 
-use super::chunks::{Usable, missing_in};
+use super::chunks::{Usable, usable_lengths};
 use super::manifest::Manifest;
 use super::{from_db, to_db};
 use crate::db::{Db, now_ms};
@@ -66,6 +66,11 @@ pub struct Commit {
     pub digest: [u8; 32],
     /// The writing device.
     pub device: Option<DeviceId>,
+    /// Which stored chunks a put may name: a client's upload names
+    /// verified chunks and its device's own (`Usable::OfferedTo`), never
+    /// another device's unproven copy; a restore names a version already
+    /// committed (`Usable::Stored`).
+    pub reuse: Usable,
     /// The change.
     pub change: FileChange,
 }
@@ -168,6 +173,100 @@ async fn head(
     .transpose()
 }
 
+/// Whether `path` can be a live file given the others: no folder on its
+/// way is a file, it is not a folder itself, and each folder on its way is
+/// spelled as the live files already in it spell it (two spellings that
+/// differ only by case or normalization are one folder on macOS and
+/// Windows). `None` when it fits, else the refusal.
+async fn misfit(
+    tx: &mut Transaction<'static, Any>,
+    ns: i64,
+    path: &SyncPath,
+) -> Result<Option<Outcome>, sqlx::Error> {
+    // Collision keys compare byte-wise (PostgreSQL's default collation
+    // may not: say so); SQLite's TEXT is byte-wise already.
+    let c = if tx.backend_name() == "PostgreSQL" {
+        " COLLATE \"C\""
+    } else {
+        ""
+    };
+    let mut folders = Vec::new();
+    let mut at = path.parent();
+    while let Some(p) = at {
+        at = p.parent();
+        folders.push(p);
+    }
+    // 1. A folder on the way is a live file.
+    if !folders.is_empty() {
+        let list: Vec<String> = (0..folders.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT path FROM files WHERE namespace_id = $1 AND deleted = 0 \
+             AND collision_key IN ({}) LIMIT 1",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(ns);
+        for f in &folders {
+            q = q.bind(f.collision_key());
+        }
+        if let Some(r) = q.fetch_optional(&mut **tx).await? {
+            let file: String = r.try_get("path")?;
+            return Ok(Some(error(
+                ErrorCode::PathUnderFile,
+                &format!("{file:?} is a file, so it cannot hold {:?}", path.as_str()),
+            )));
+        }
+    }
+    // 2. The path is a folder of live files; 3. a folder on the way is
+    // spelled otherwise by the live files in it (one of them says how all
+    // are spelled: no commit lets two spellings in).
+    let under = format!(
+        "SELECT path FROM files WHERE namespace_id = $1 AND deleted = 0 \
+         AND collision_key{c} >= $2 AND collision_key{c} < $3 LIMIT 1"
+    );
+    let inside = |key: String| (format!("{key}/"), format!("{key}0"));
+    let (lo, hi) = inside(path.collision_key());
+    if let Some(r) = sqlx::query(&under)
+        .bind(ns)
+        .bind(lo)
+        .bind(hi)
+        .fetch_optional(&mut **tx)
+        .await?
+    {
+        let file: String = r.try_get("path")?;
+        return Ok(Some(error(
+            ErrorCode::PathIsFolder,
+            &format!("{:?} is a folder (it holds {file:?})", path.as_str()),
+        )));
+    }
+    for f in &folders {
+        let (lo, hi) = inside(f.collision_key());
+        let Some(r) = sqlx::query(&under)
+            .bind(ns)
+            .bind(lo)
+            .bind(hi)
+            .fetch_optional(&mut **tx)
+            .await?
+        else {
+            continue;
+        };
+        let file: String = r.try_get("path")?;
+        let prefix = format!("{}/", f.as_str());
+        if !file.starts_with(&prefix) {
+            let spelled = &file[..file.len().min(prefix.len().saturating_sub(1))];
+            return Ok(Some(error(
+                ErrorCode::FolderCollision,
+                &format!(
+                    "the folder {:?} exists as {spelled:?}: names that differ only by case or normalization are one folder on macOS and Windows",
+                    f.as_str()
+                ),
+            )));
+        }
+        // Spelled alike here, so alike above too: nothing more to check.
+        break;
+    }
+    Ok(None)
+}
+
 /// Another live path that differs from `path` only by case or normalization.
 async fn collision(
     tx: &mut Transaction<'static, Any>,
@@ -232,11 +331,35 @@ async fn apply(
                     &format!("conflicts with existing {other:?}"),
                 )));
             }
-            let missing = missing_in(tx, ns, Usable::Stored, manifest.hashes()).await?;
+            if let Some(refused) = misfit(tx, ns, path).await? {
+                return Ok(Err(refused));
+            }
+            let mut seen = std::collections::HashSet::new();
+            let wanted: Vec<_> = manifest.hashes().filter(|h| seen.insert(*h)).collect();
+            let stored = usable_lengths(tx, ns, c.reuse, &wanted).await?;
+            let missing: Vec<_> = wanted.iter().filter(|h| !stored.contains_key(h)).collect();
             if let Some(first) = missing.first() {
                 return Ok(Err(error(
                     ErrorCode::ChunkMissing,
                     &format!("{} chunks not stored, first {first}", missing.len()),
+                )));
+            }
+            // Each chunk must fill exactly its slot: a chunk named with
+            // another length than its stored bytes would make every reader
+            // fill the rest with bytes nobody wrote.
+            if let Some((i, bad)) = manifest
+                .specs()
+                .enumerate()
+                .find(|(_, s)| stored.get(&s.hash) != Some(&s.len))
+            {
+                return Ok(Err(error(
+                    ErrorCode::SizeMismatch,
+                    &format!(
+                        "chunk {i} ({}) is declared {} bytes but the stored chunk has {}",
+                        bad.hash,
+                        bad.len,
+                        stored.get(&bad.hash).copied().unwrap_or(0)
+                    ),
                 )));
             }
             let v = VersionRow {
@@ -310,6 +433,9 @@ async fn apply(
                     ErrorCode::PathCollision,
                     &format!("conflicts with existing {other:?}"),
                 )));
+            }
+            if let Some(refused) = misfit(tx, ns, to).await? {
+                return Ok(Err(refused));
             }
             v.moved_from = Some(from.as_str().to_owned());
             write_version(tx, c, rev, to, &v).await?;

@@ -48,6 +48,7 @@ fn put(ns: NamespaceId, op: &str, path: &str, base: Option<Rev>, manifest: &Mani
         op_id: op.parse().unwrap(),
         digest: *blake3::hash(format!("{op}{path}{base:?}").as_bytes()).as_bytes(),
         device: None,
+        reuse: driftless_store::meta::chunks::Usable::Stored,
         change: FileChange::Put {
             path: SyncPath::parse(path).unwrap(),
             base_rev: base,
@@ -65,6 +66,7 @@ fn with(ns: NamespaceId, op: &str, change: FileChange) -> Commit {
         op_id: op.parse().unwrap(),
         digest: *blake3::hash(op.as_bytes()).as_bytes(),
         device: None,
+        reuse: driftless_store::meta::chunks::Usable::Stored,
         change,
     }
 }

@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, State};
+use driftless_protocol::DeviceId;
 use driftless_protocol::{CommitRequest, CommitResponse, ErrorCode, FileOp, StoredCodec};
-use driftless_store::meta::chunks::{ChunkLocation, record_chunks};
+use driftless_store::meta::chunks::{self, ChunkLocation, Usable, record_chunks};
 use driftless_store::meta::commit::{Commit, commit as commit_op};
 use driftless_store::meta::to_db;
 use driftless_store::meta::uploads::{self, Part, Session};
@@ -118,6 +119,7 @@ async fn finish(
     record_chunks(&mut tx, to_db(s.namespace.0), &s.pack_id, &locations).await?;
     uploads::complete_pack(&mut tx, s.namespace, &s.pack_id, total).await?;
     tx.commit().await?;
+    prove_contended(state, s, caller.device, &locations).await?;
     // Committed files may reference these chunks now; the verifier re-hashes
     // them from storage when their commits' events arrive (trust, then
     // verify), and its sweep catches the chunks no commit names.
@@ -127,13 +129,14 @@ async fn finish(
     let mut results = Vec::with_capacity(pending.len());
     for p in pending {
         let op = FileOp::Put(p.op);
-        let outcome = match validate::op(&op) {
+        let outcome = match validate::op(&op, state.settings.max_file_bytes) {
             Ok(change) => {
                 let c = Commit {
                     namespace: s.namespace,
                     op_id: op.op_id().clone(),
                     digest: validate::digest(&op),
                     device: Some(caller.device),
+                    reuse: Usable::OfferedTo(caller.device),
                     change,
                 };
                 commit_op(&state.db, &c).await?
@@ -151,6 +154,54 @@ async fn finish(
     uploads::close_session(&state.db, s.namespace, &s.id, "committed", Some(&json)).await?;
     tracing::info!(namespace = %s.namespace, upload = %s.id, bytes = total, "upload committed");
     Ok(axum::Json(response))
+}
+
+/// Chunks this session uploaded whose recorded copy is another device's
+/// and not yet verified are read back and checked now, so that nobody's
+/// unproven bytes decide what this session's files hold (the first
+/// *verified* copy wins): a good copy becomes verified (this session's is
+/// dead bytes in its pack), a bad one corrupt, and this session's copy
+/// takes its place. A member who uploads garbage under a hash cannot make
+/// an honest upload of that hash point at it.
+async fn prove_contended(
+    state: &AppState,
+    s: &Session,
+    device: DeviceId,
+    locations: &[ChunkLocation],
+) -> ApiResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    let hashes: Vec<_> = locations
+        .iter()
+        .map(|c| c.hash)
+        .filter(|h| seen.insert(*h))
+        .collect();
+    let contended = {
+        let mut conn = state.db.pool().acquire().await?;
+        chunks::unproven(&mut conn, s.namespace, device, &hashes).await?
+    };
+    if contended.is_empty() {
+        return Ok(());
+    }
+    let mut verifier = driftless_consumer::Verifier::new(state.db.clone(), state.blob.clone());
+    for (pack, these) in contended {
+        if pack == s.pack_id {
+            continue;
+        }
+        let check = verifier
+            .check_chunks(s.namespace, &pack, &these)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+        let mut tx = state.db.begin().await?;
+        let report = driftless_consumer::verify::record(&mut tx, &check).await?;
+        tx.commit().await?;
+        tracing::info!(namespace = %s.namespace, upload = %s.id, pack, verified = report.verified,
+            corrupt = report.corrupt.len(), "another device's unverified copies of this upload's chunks checked");
+    }
+    // Where the other copy turned out corrupt, this session's replaces it.
+    let mut tx = state.db.begin().await?;
+    record_chunks(&mut tx, to_db(s.namespace.0), &s.pack_id, locations).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Checks every registered part against S3 and completes the upload; returns

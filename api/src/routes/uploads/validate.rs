@@ -23,8 +23,12 @@ pub(crate) fn digest(op: &FileOp) -> [u8; 32] {
     *blake3::hash(&serde_json::to_vec(op).unwrap_or_default()).as_bytes()
 }
 
-/// Checks a put: path, parameters, chunk lengths, size and content hash.
-pub(crate) fn put(p: &PutFile) -> Result<(SyncPath, ChunkParams, Manifest), Refusal> {
+/// Checks a put: path, parameters, chunk lengths, size (at most
+/// `max_bytes`) and content hash.
+pub(crate) fn put(
+    p: &PutFile,
+    max_bytes: u64,
+) -> Result<(SyncPath, ChunkParams, Manifest), Refusal> {
     let target = path(&p.path)?;
     let params = ChunkParams::new(p.chunking.min, p.chunking.avg, p.chunking.max)
         .map_err(|e| (ErrorCode::ChunkingInvalid, e.to_string()))?;
@@ -44,6 +48,12 @@ pub(crate) fn put(p: &PutFile) -> Result<(SyncPath, ChunkParams, Manifest), Refu
         }
     }
     let total: u64 = p.chunks.iter().map(|c| u64::from(c.len)).sum();
+    if total > max_bytes {
+        return Err((
+            ErrorCode::FileTooLarge,
+            format!("the file is {total} bytes; this server accepts at most {max_bytes}"),
+        ));
+    }
     if total != p.size {
         return Err((
             ErrorCode::SizeMismatch,
@@ -60,11 +70,12 @@ pub(crate) fn put(p: &PutFile) -> Result<(SyncPath, ChunkParams, Manifest), Refu
     Ok((target, params, Manifest::from_specs(&p.chunks)))
 }
 
-/// Checks any operation and returns the change to commit.
-pub(crate) fn op(op: &FileOp) -> Result<FileChange, Refusal> {
+/// Checks any operation and returns the change to commit; a put's file is
+/// at most `max_bytes`.
+pub(crate) fn op(op: &FileOp, max_bytes: u64) -> Result<FileChange, Refusal> {
     Ok(match op {
         FileOp::Put(p) => {
-            let (target, _, manifest) = put(p)?;
+            let (target, _, manifest) = put(p, max_bytes)?;
             FileChange::Put {
                 path: target,
                 base_rev: p.base_rev,
