@@ -495,6 +495,50 @@ mod tests {
     }
 
     #[test]
+    fn only_the_scanned_regular_file_is_ever_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        fs::write(outside.path().join("id_ed25519"), b"PRIVATE KEY").unwrap();
+        fs::write(root.dir().join("notes.txt"), b"notes").unwrap();
+        let scanned = dir_id(&fs::symlink_metadata(root.dir().join("notes.txt")).unwrap());
+        assert!(root.open_file(&p("notes.txt"), Some(scanned)).is_ok());
+        // Swapped for a symlink to a secret after the scan: refused, unread.
+        fs::remove_file(root.dir().join("notes.txt")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("id_ed25519"),
+            root.dir().join("notes.txt"),
+        )
+        .unwrap();
+        let e = root.open_file(&p("notes.txt"), None).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        // Swapped for another file (the scanned one kept elsewhere, so its
+        // inode is not reused): refused by its identity.
+        fs::remove_file(root.dir().join("notes.txt")).unwrap();
+        fs::write(root.dir().join("kept.txt"), b"notes").unwrap();
+        let kept = dir_id(&fs::symlink_metadata(root.dir().join("kept.txt")).unwrap());
+        fs::write(root.dir().join("notes.txt"), b"another file").unwrap();
+        let scanned = kept;
+        fs::rename(root.dir().join("notes.txt"), root.dir().join("other.txt")).unwrap();
+        fs::rename(root.dir().join("other.txt"), root.dir().join("notes.txt")).unwrap();
+        let e = root.open_file(&p("notes.txt"), Some(scanned)).unwrap_err();
+        assert!(e.to_string().contains("replaced"), "{e}");
+        // Swapped for a FIFO: refused at once, never blocking.
+        fs::remove_file(root.dir().join("notes.txt")).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.dir().join("notes.txt"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let t = std::time::Instant::now();
+        let e = root.open_file(&p("notes.txt"), None).unwrap_err();
+        assert!(e.to_string().contains("regular"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(1));
+        let e = crate::hash::hash_file(&root.dir().join("notes.txt"), None).unwrap_err();
+        assert!(e.to_string().contains("regular"), "{e}");
+    }
+
+    #[test]
     fn writes_stay_inside_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();

@@ -149,12 +149,17 @@ impl Scan {
     }
 
     /// Whether a synced file this walk did not list was deleted here:
-    /// seen gone ([`Scan::saw_gone`]), and not merely left out now (ignored,
-    /// or still on disk behind a symlinked folder).
+    /// seen gone ([`Scan::saw_gone`]) or replaced by a folder, and not
+    /// merely left out now (ignored, replaced by a symlink, or still on
+    /// disk behind a symlinked folder).
     pub fn deleted(&self, root: &Root, ignore: &Ignore, p: &SyncPath, dev: u64) -> bool {
         self.saw_gone(p, dev)
             && !ignore.ignored(p, false)
-            && std::fs::symlink_metadata(root.path_of(p)).is_err()
+            && match std::fs::symlink_metadata(root.path_of(p)) {
+                Err(_) => true,
+                // The file became a folder: it is gone as a file.
+                Ok(m) => m.is_dir(),
+            }
     }
 
     /// Folders that could not be read, for the user (relative paths).

@@ -320,3 +320,130 @@ async fn mass_deletes_wait_for_confirmation() {
     }
     assert_eq!(a.pass().await.deletes_held, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_sync_is_listed_with_its_reason_and_nothing_else_stops() {
+    let app = TestApp::spawn().await;
+    let (a, b, _) = two_in_sync(&app, &[("report", b"a file named report")]).await;
+    // Offline, B makes `report` a folder, and spells `Docs` two ways.
+    b.remove("report");
+    b.write("report/child.txt", b"under a folder named report");
+    a.write("docs/one.txt", b"A's docs");
+    a.pass().await;
+    b.write("Docs/two.txt", b"B's Docs");
+    b.write("fine.txt", b"this one syncs");
+    // B's pass: the file `report` is deleted before `report/child.txt`
+    // goes up; `Docs/two.txt` meets the folder `docs` and fails, alone.
+    let r = b.syncer.pass().await.unwrap();
+    let failed: Vec<&str> = r.problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(failed.contains(&"Docs/two.txt"), "{r:?}");
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.why.contains("folder_collision")),
+        "{r:?}"
+    );
+    // Everything else went through.
+    a.pass().await;
+    assert_eq!(a.read("fine.txt").as_deref(), Some(&b"this one syncs"[..]));
+    // `status` says which files fail and why; it does not call them in sync.
+    let st = driftless_daemon::status::status(b.syncer.root(), b.syncer.state()).unwrap();
+    assert!(!st.in_sync(), "{st:?}");
+    let why: Vec<(&str, &str)> = st
+        .failed
+        .iter()
+        .map(|e| (e.path.as_str(), e.why.as_str()))
+        .collect();
+    assert!(
+        why.iter()
+            .any(|(p, w)| *p == "Docs/two.txt" && w.contains("folder")),
+        "{why:?}"
+    );
+    // The user moves the file into the folder as spelled: the failure clears.
+    b.rename("Docs/two.txt", "docs/two.txt");
+    std::fs::remove_dir(b.path().join("Docs")).unwrap();
+    let r = b.syncer.pass().await.unwrap();
+    assert!(r.problems.is_empty(), "{r:?}");
+    let st = driftless_daemon::status::status(b.syncer.root(), b.syncer.state()).unwrap();
+    assert!(st.failed.is_empty(), "{st:?}");
+    // The file that became a folder synced as such, on the first pass.
+    a.pass().await;
+    assert_eq!(a.tree(), b.tree());
+    assert_eq!(
+        a.read("report/child.txt").as_deref(),
+        Some(&b"under a folder named report"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synced_file_swapped_for_a_fifo_neither_hangs_nor_is_deleted() {
+    let app = TestApp::spawn().await;
+    let bytes = data(3 << 20, 9);
+    let (a, b, ns) = two_in_sync(&app, &[("src.bin", &bytes)]).await;
+    // On B, the synced file becomes a FIFO (nobody ever writes to it).
+    b.remove("src.bin");
+    let made = std::process::Command::new("mkfifo")
+        .arg(b.path().join("src.bin"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A adds a copy: B's download would reuse src.bin's chunks, and must
+    // not block opening it.
+    a.write("copy.bin", &bytes);
+    a.pass().await;
+    let r = tokio::time::timeout(std::time::Duration::from_secs(30), b.syncer.pass())
+        .await
+        .expect("the pass hung on a FIFO")
+        .unwrap();
+    assert_eq!(r.downloaded, 1, "{r:?}");
+    assert_eq!(b.read("copy.bin").as_deref(), Some(&bytes[..]));
+    // A FIFO is not a file: src.bin is not deleted on the server.
+    assert_eq!(r.deleted_there, 0, "{r:?}");
+    assert_eq!(server_paths(&app, ns).await, ["copy.bin", "src.bin"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_would_fill_the_disk_is_refused_and_said() {
+    let app = TestApp::spawn().await;
+    let (token_a, ns) = app.user("ada", None).await;
+    let token_b = app.device("ada", "desk").await;
+    let a = Device::new(&app.url, &token_a, ns, "laptop");
+    // B's folder is on a 300 MiB disk.
+    let disk = tempfile::tempdir().unwrap();
+    mount(&[
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=300m",
+        "tmpfs",
+        disk.path().to_str().unwrap(),
+    ]);
+    let _m = Mounted(disk.path().to_owned());
+    let b = Device::at(&app.url, &token_b, ns, "desk", disk.path());
+    a.write("small.txt", b"fits");
+    a.write("big.bin", &vec![0u8; 96 << 20]);
+    a.pass().await;
+    let r = b.syncer.pass().await.unwrap();
+    assert_eq!(r.downloaded, 1, "{r:?}");
+    assert_eq!(b.read("small.txt").as_deref(), Some(&b"fits"[..]));
+    assert!(b.read("big.bin").is_none());
+    let p = r
+        .problems
+        .iter()
+        .find(|p| p.path == "big.bin")
+        .expect("big.bin is a problem");
+    assert!(p.why.contains("free disk space"), "{p:?}");
+    // Nothing half-written was left, and status says why.
+    let names: Vec<String> = std::fs::read_dir(disk.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
+    let st = driftless_daemon::status::status(b.syncer.root(), b.syncer.state()).unwrap();
+    assert!(
+        st.failed
+            .iter()
+            .any(|e| e.path == "big.bin" && e.why.contains("disk space")),
+        "{st:?}"
+    );
+}

@@ -244,3 +244,28 @@ pub(crate) async fn begin(api: &Api, ns: u64, file: &Prepared<'_>) -> (UploadId,
     let id = created.upload_id.expect("chunks to upload");
     (id, pack(std::slice::from_ref(file), &created.needed))
 }
+
+/// Makes `member` (a user name) a member of `ns` with `role`, as its owner
+/// `owner`; returns the HTTP status of the share.
+pub(crate) async fn share(owner: &Api, ns: u64, member: &str, role: &str) -> u16 {
+    let resp = owner
+        .http
+        .put(format!("{}/v1/namespaces/{ns}/members/{member}", owner.url))
+        .bearer_auth(&owner.token)
+        .json(&json!({ "role": role }))
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+/// A folder `name` owned by `owner`, shared with each of `members` as editors.
+pub(crate) async fn team_folder(owner: &Api, name: &str, members: &[&str]) -> u64 {
+    let (status, v) = owner.post("/v1/namespaces", &json!({ "name": name })).await;
+    assert_eq!(status, 201, "{v}");
+    let ns = v["id"].as_u64().unwrap();
+    for m in members {
+        assert_eq!(share(owner, ns, m, "editor").await, 204);
+    }
+    ns
+}

@@ -18,4 +18,5 @@ mod restart;
 mod sharing;
 mod shedding;
 mod shutdown;
+mod trust;
 mod uploads;

@@ -4,19 +4,7 @@ use driftless_protocol::*;
 use driftless_tests::TestApp;
 use serde_json::json;
 
-use crate::client::{Api, prepare, upload};
-
-async fn share(api: &Api, ns: u64, user: &str, role: &str) -> u16 {
-    let resp = api
-        .http
-        .put(format!("{}/v1/namespaces/{ns}/members/{user}", api.url))
-        .bearer_auth(&api.token)
-        .json(&json!({ "role": role }))
-        .send()
-        .await
-        .unwrap();
-    resp.status().as_u16()
-}
+use crate::client::{Api, prepare, share, upload};
 
 #[tokio::test]
 async fn shared_folders_enforce_roles() {

@@ -126,6 +126,21 @@ impl Syncer {
             .filter(|c| !moved_to.contains(&c.path))
             .collect();
         puts.sort_by(|a, b| a.path.cmp(&b.path));
+        let allowed =
+            still_gone.is_empty() || self.deletes_allowed(still_gone.len(), synced.len())?;
+        // A file replaced by a folder (or a folder by a file): its delete
+        // goes first, or the new path would meet the old one on the server.
+        let (first, later): (Vec<Synced>, Vec<Synced>) = if allowed {
+            still_gone
+                .into_iter()
+                .partition(|g| puts.iter().any(|p| nested(&g.path, &p.path)))
+        } else {
+            report.deletes_held = still_gone.len() as u64;
+            (Vec::new(), Vec::new())
+        };
+        for chunk in first.chunks(BATCH_FILES) {
+            self.send_deletes(chunk, report).await?;
+        }
         let batches = batches(puts);
         self.abort_stale(&batches).await?;
         for batch in batches {
@@ -134,11 +149,7 @@ impl Syncer {
                 report.problem(path.as_str(), why);
             }
         }
-        if !still_gone.is_empty() && !self.deletes_allowed(still_gone.len(), synced.len())? {
-            report.deletes_held = still_gone.len() as u64;
-            return Ok(());
-        }
-        for chunk in still_gone.chunks(BATCH_FILES) {
+        for chunk in later.chunks(BATCH_FILES) {
             self.send_deletes(chunk, report).await?;
         }
         Ok(())
@@ -553,4 +564,11 @@ fn batches(files: Vec<Changed>) -> Vec<Vec<Changed>> {
         out.push(cur);
     }
     out
+}
+
+/// Whether one path is a folder on the other's way.
+fn nested(a: &SyncPath, b: &SyncPath) -> bool {
+    let under =
+        |x: &str, y: &str| x.len() > y.len() && x.starts_with(y) && x.as_bytes()[y.len()] == b'/';
+    under(a.as_str(), b.as_str()) || under(b.as_str(), a.as_str())
 }

@@ -30,7 +30,29 @@ impl Cli {
     }
 
     pub(crate) fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_driftless"));
+        self.command_as(None, args)
+    }
+
+    /// `driftless` as a user without the power to read every file: root
+    /// without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (`setpriv`), so
+    /// permission bits apply to it as to any desktop user.
+    pub(crate) fn unprivileged(&self, args: &[&str]) -> Command {
+        self.command_as(
+            Some(&["--bounding-set=-dac_override,-dac_read_search"]),
+            args,
+        )
+    }
+
+    fn command_as(&self, setpriv: Option<&[&str]>, args: &[&str]) -> Command {
+        let bin = env!("CARGO_BIN_EXE_driftless");
+        let mut c = match setpriv {
+            Some(flags) => {
+                let mut c = Command::new("setpriv");
+                c.args(flags).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         c.args(args)
             .env("DRIFTLESS_CONFIG_DIR", self.config.path())
             .env("DRIFTLESS_DEVICE", &self.device)
@@ -95,7 +117,7 @@ impl Cli {
     }
 }
 
-fn write(path: &Path, bytes: &[u8]) {
+pub(crate) fn write(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
 }
@@ -367,7 +389,7 @@ async fn a_download_killed_with_sigkill_leaves_no_file_and_resumes() {
 }
 
 /// Waits until `cond` holds, up to `limit`; returns how long it took.
-async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+pub(crate) async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let t = std::time::Instant::now();
     while t.elapsed() < limit {
         if cond() {

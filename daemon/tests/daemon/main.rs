@@ -4,6 +4,7 @@
 
 mod cli;
 mod crash;
+mod evidence;
 mod shed;
 mod upload;
 

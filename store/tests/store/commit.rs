@@ -414,3 +414,96 @@ async fn conflicts_deletes_moves_and_collisions() {
         assert_eq!(outbox, journal);
     }
 }
+
+fn code(o: &Outcome) -> ErrorCode {
+    match o {
+        Outcome::Error { code, .. } => *code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_path_cannot_be_a_file_and_a_folder_nor_one_folder_spelled_two_ways() {
+    for t in TestDb::both().await {
+        let db = &t.db;
+        let (ns, m) = setup(db).await;
+        let ok = |o: Outcome| rev(&o);
+        ok(commit(db, &put(ns, "f", "report", None, &m)).await.unwrap());
+        ok(commit(db, &put(ns, "d", "dir/a.txt", None, &m))
+            .await
+            .unwrap());
+        // A file under a file (also when the case differs).
+        let o = commit(db, &put(ns, "x1", "report/child", None, &m))
+            .await
+            .unwrap();
+        assert_eq!(code(&o), ErrorCode::PathUnderFile, "{o:?}");
+        let o = commit(db, &put(ns, "x2", "REPORT/deep/child", None, &m))
+            .await
+            .unwrap();
+        assert_eq!(code(&o), ErrorCode::PathUnderFile, "{o:?}");
+        // A file over a folder.
+        let o = commit(db, &put(ns, "x3", "dir", None, &m)).await.unwrap();
+        assert_eq!(code(&o), ErrorCode::PathIsFolder, "{o:?}");
+        let o = commit(db, &put(ns, "x4", "Dir", None, &m)).await.unwrap();
+        assert_eq!(code(&o), ErrorCode::PathIsFolder, "{o:?}");
+        // One folder spelled two ways.
+        let o = commit(db, &put(ns, "x5", "DIR/b.txt", None, &m))
+            .await
+            .unwrap();
+        assert_eq!(code(&o), ErrorCode::FolderCollision, "{o:?}");
+        let o = commit(db, &put(ns, "x6", "DIR/sub/c.txt", None, &m))
+            .await
+            .unwrap();
+        assert_eq!(code(&o), ErrorCode::FolderCollision, "{o:?}");
+        // A move is held to the same rules.
+        let a_rev = rev(&commit(db, &put(ns, "y", "y.txt", None, &m)).await.unwrap());
+        let mv = |op: &str, to: &str| {
+            with(
+                ns,
+                op,
+                FileChange::Move {
+                    from: SyncPath::parse("y.txt").unwrap(),
+                    from_rev: a_rev,
+                    to: SyncPath::parse(to).unwrap(),
+                    base_rev: None,
+                },
+            )
+        };
+        let o = commit(db, &mv("m1", "report/y.txt")).await.unwrap();
+        assert_eq!(code(&o), ErrorCode::PathUnderFile, "{o:?}");
+        let o = commit(db, &mv("m2", "DIR/y.txt")).await.unwrap();
+        assert_eq!(code(&o), ErrorCode::FolderCollision, "{o:?}");
+        // Spelled alike, anything goes; a folder emptied frees its name.
+        ok(commit(db, &put(ns, "g1", "dir/b.txt", None, &m))
+            .await
+            .unwrap());
+        ok(commit(db, &mv("m3", "dir/sub/y.txt")).await.unwrap());
+        let o = commit(db, &put(ns, "x7", "dir/sub", None, &m))
+            .await
+            .unwrap();
+        assert_eq!(code(&o), ErrorCode::PathIsFolder, "{o:?}");
+        let (rows, _) = journal_seqs(db, ns).await;
+        assert_eq!(
+            rows.len(),
+            5,
+            "only the five accepted commits are journaled"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_named_with_another_length_than_stored_is_refused() {
+    for t in TestDb::both().await {
+        let db = &t.db;
+        let (ns, _) = setup(db).await;
+        // The stored chunk is 100 bytes; a manifest naming it 200 would make
+        // readers fill the other 100 with bytes nobody wrote.
+        let hash = ChunkHash::from_bytes([9; 32]);
+        let lying = Manifest::from_specs(&[ChunkSpec { hash, len: 200 }]);
+        let o = commit(db, &put(ns, "l", "lie.bin", None, &lying))
+            .await
+            .unwrap();
+        assert_eq!(code(&o), ErrorCode::SizeMismatch, "{o:?}");
+        assert_eq!(journal_seqs(db, ns).await.0.len(), 0);
+    }
+}
