@@ -295,7 +295,7 @@ async fn devices(
         i += 1;
         for d in 0..per_folder.min(n - out.len()) {
             let (token, hash) = driftless_api::auth::new_token();
-            accounts::create_device(db, user, &format!("d{d}"), &hash)
+            accounts::create_device(db, user, &format!("d{d}"), &hash, None)
                 .await
                 .unwrap();
             out.push((token, ns.0));
@@ -451,7 +451,7 @@ async fn server_figures() {
     let mut tokens = Vec::with_capacity(storm);
     for d in 0..=storm {
         let (token, hash) = driftless_api::auth::new_token();
-        accounts::create_device(&db.db, owner, &format!("s{d}"), &hash)
+        accounts::create_device(&db.db, owner, &format!("s{d}"), &hash, None)
             .await
             .unwrap();
         tokens.push(token);

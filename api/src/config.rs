@@ -23,6 +23,14 @@
 //! | `DRIFTLESS_MAX_LONG_POLLS` | `100000`: long-polls held at once; more get 429 with `Retry-After` |
 //! | `DRIFTLESS_LONG_POLL_SOFT_LIMIT` | `50000`: above it, long-polls answer with a `backoff_ms` |
 //! | `DRIFTLESS_MAX_FILE_BYTES` | `53687091200` (50 GiB): the largest file a commit accepts |
+//! | `DRIFTLESS_TOKEN_TTL_SECS` | `0` (never): a device token unused this long stops working; each use renews it |
+//! | `DRIFTLESS_MAX_IN_FLIGHT_PER_USER` | `64`: requests one user runs at once; more get 429 |
+//! | `DRIFTLESS_MAX_LONG_POLLS_PER_DEVICE` | `16`: long-polls one device holds; more get 429 |
+//! | `DRIFTLESS_MAX_CONNECTIONS_PER_ADDRESS` | `256`: connections from one address; more are closed |
+//! | `DRIFTLESS_LOGIN_BURST`, `_INTERVAL_MS` | `10`, `2000`: logins from one address (and failures per user name, 5× slower) |
+//! | `DRIFTLESS_LOGIN_CONCURRENCY` | `2`: password checks at once (argon2, ~19 MiB each); more wait, then 429 |
+//! | `DRIFTLESS_METRICS_TOKEN` | unset: `/metrics` answers requests from this machine only; set, scrapers send it as a bearer token |
+//! | `DRIFTLESS_HEADER_READ_TIMEOUT_SECS` | `10`: to send request headers, and to stay idle between requests |
 //! | `DRIFTLESS_SHUTDOWN_GRACE_SECS` | `30`: how long a graceful shutdown waits for requests, commits and workers |
 //! | `DRIFTLESS_LOG_FORMAT` | `text`; `json` for one JSON object per line (production) |
 //! | `DRIFTLESS_CONFIG` | unset; a TOML file with any of these settings (the environment wins) |
@@ -85,6 +93,24 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The largest file a commit accepts.
     pub max_file_bytes: u64,
+    /// How long a device token lives unused (`None`: for ever).
+    pub token_ttl: Option<Duration>,
+    /// Requests one user runs at once.
+    pub max_in_flight_per_user: usize,
+    /// Long-polls one device holds at once.
+    pub max_long_polls_per_device: usize,
+    /// Connections open from one address.
+    pub max_connections_per_address: usize,
+    /// Login attempts from one address at once, then one per `login_interval`.
+    pub login_burst: u32,
+    /// See `login_burst`.
+    pub login_interval: Duration,
+    /// Password checks at once (argon2, ~19 MiB each).
+    pub login_concurrency: usize,
+    /// Time to send a request's headers, and to stay idle between requests.
+    pub header_read_timeout: Duration,
+    /// The token scrapers present to `/metrics` (never logged).
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -114,6 +140,21 @@ impl std::fmt::Debug for Config {
             .field("max_long_polls", &self.max_long_polls)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("max_file_bytes", &self.max_file_bytes)
+            .field("token_ttl", &self.token_ttl)
+            .field("max_in_flight_per_user", &self.max_in_flight_per_user)
+            .field("max_long_polls_per_device", &self.max_long_polls_per_device)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
+            .field("login_burst", &self.login_burst)
+            .field("login_interval", &self.login_interval)
+            .field("login_concurrency", &self.login_concurrency)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +195,7 @@ impl Config {
     }
 
     fn read(create: bool) -> anyhow::Result<Self> {
+        let d = crate::state::Settings::default();
         let data_dir =
             PathBuf::from(var("DRIFTLESS_DATA_DIR").unwrap_or_else(|| "driftless-data".into()));
         if create {
@@ -216,6 +258,30 @@ impl Config {
                 "DRIFTLESS_MAX_FILE_BYTES",
                 crate::state::DEFAULT_MAX_FILE_BYTES,
             )?,
+            token_ttl: Some(secs("DRIFTLESS_TOKEN_TTL_SECS", 0)?).filter(|d| !d.is_zero()),
+            max_in_flight_per_user: number(
+                "DRIFTLESS_MAX_IN_FLIGHT_PER_USER",
+                d.max_in_flight_per_user,
+            )?,
+            max_long_polls_per_device: number(
+                "DRIFTLESS_MAX_LONG_POLLS_PER_DEVICE",
+                d.max_long_polls_per_device,
+            )?,
+            max_connections_per_address: number(
+                "DRIFTLESS_MAX_CONNECTIONS_PER_ADDRESS",
+                d.max_connections_per_address,
+            )?,
+            login_burst: number("DRIFTLESS_LOGIN_BURST", d.login_burst)?,
+            login_interval: Duration::from_millis(number(
+                "DRIFTLESS_LOGIN_INTERVAL_MS",
+                d.login_every.as_millis() as u64,
+            )?),
+            login_concurrency: number("DRIFTLESS_LOGIN_CONCURRENCY", d.login_concurrency)?,
+            header_read_timeout: secs(
+                "DRIFTLESS_HEADER_READ_TIMEOUT_SECS",
+                d.header_read_timeout.as_secs(),
+            )?,
+            metrics_token: var("DRIFTLESS_METRICS_TOKEN").filter(|t| !t.is_empty()),
         })
     }
 }

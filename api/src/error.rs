@@ -65,7 +65,15 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(Problem::CONTENT_TYPE),
         );
-        if let Some(secs) = self.retry_after {
+        // Every answer that asks for a retry says when (RFC 9110 §10.2.3):
+        // a backing service that is down, a commit that is running.
+        let retry_after = self.retry_after.or(match self.code {
+            ErrorCode::Unavailable => Some(crate::ops::retry_after(1, 5)),
+            ErrorCode::UploadBusy => Some(1),
+            ErrorCode::RateLimited => Some(1),
+            _ => None,
+        });
+        if let Some(secs) = retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -11,11 +11,14 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod limits;
 pub mod metrics;
+pub mod names;
 pub mod openapi;
 pub mod ops;
 pub mod reconcile;
 pub mod routes;
+pub mod serve;
 pub mod state;
 
 use std::future::Future;
@@ -70,6 +73,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(auth::login))
         .merge(routes::namespaces::router())
+        .merge(routes::devices::router())
         .merge(routes::uploads::router())
         .merge(routes::downloads::router())
         .merge(routes::history::router())
@@ -185,7 +189,8 @@ pub async fn run(
         };
         tasks.extend(start_consumers(setup, &cancel).context("starting the consumers")?);
     }
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
+    let router = app(state.clone());
+    let serve = serve::serve(listener, router, &state, {
         let stopping = stopping.clone();
         async move {
             shutdown.await;
@@ -198,7 +203,7 @@ pub async fn run(
         tokio::time::sleep(grace).await;
     };
     let served = tokio::select! {
-        r = serve => r.map_err(anyhow::Error::from),
+        () = serve => Ok(()),
         () = deadline => {
             tracing::warn!(?grace, "requests still running after the shutdown grace; leaving them");
             Ok(())
@@ -281,6 +286,15 @@ impl Server {
                 shutdown_grace: config.shutdown_grace,
                 run_consumers: config.run_consumers,
                 max_file_bytes: config.max_file_bytes,
+                token_ttl: config.token_ttl,
+                max_in_flight_per_user: config.max_in_flight_per_user,
+                max_long_polls_per_device: config.max_long_polls_per_device,
+                max_connections_per_address: config.max_connections_per_address,
+                login_burst: config.login_burst,
+                login_every: config.login_interval,
+                login_concurrency: config.login_concurrency,
+                header_read_timeout: config.header_read_timeout,
+                metrics_token: config.metrics_token.clone(),
             },
         )?;
         let state = match &config.kafka {
@@ -298,11 +312,18 @@ pub async fn create_user(
     password: Option<&str>,
     device: &str,
 ) -> anyhow::Result<String> {
+    names::check("user name", name, 64).map_err(anyhow::Error::msg)?;
+    names::check("device name", device, 100).map_err(anyhow::Error::msg)?;
     let hash = password.map(auth::hash_password).transpose()?;
     let (user, _) = driftless_store::meta::accounts::create_user(&state.db, name, hash.as_deref())
         .await?
         .with_context(|| format!("user {name:?} already exists"))?;
     let (token, token_hash) = auth::new_token();
-    driftless_store::meta::accounts::create_device(&state.db, user, device, &token_hash).await?;
+    let expires = state
+        .settings
+        .token_ttl
+        .map(|ttl| driftless_store::db::now_ms() + ttl.as_millis() as i64);
+    driftless_store::meta::accounts::create_device(&state.db, user, device, &token_hash, expires)
+        .await?;
     Ok(token)
 }

@@ -66,6 +66,10 @@ pub enum Shed {
     Requests,
     /// Too many long-polls held.
     LongPolls,
+    /// Too many sign-in attempts.
+    Logins,
+    /// Too many connections from one address.
+    Connections,
 }
 
 /// The process's counters (cheap to share: one per [`AppState`]).
@@ -76,6 +80,8 @@ pub struct Metrics {
     outcomes: Mutex<BTreeMap<&'static str, u64>>,
     shed_requests: AtomicU64,
     shed_long_polls: AtomicU64,
+    shed_logins: AtomicU64,
+    shed_connections: AtomicU64,
     db_figures: tokio::sync::Mutex<Option<(Instant, String)>>,
 }
 
@@ -119,6 +125,8 @@ impl Metrics {
         match why {
             Shed::Requests => &self.shed_requests,
             Shed::LongPolls => &self.shed_long_polls,
+            Shed::Logins => &self.shed_logins,
+            Shed::Connections => &self.shed_connections,
         }
         .fetch_add(1, Ordering::Relaxed);
     }
@@ -182,9 +190,13 @@ impl Metrics {
             "# HELP driftless_shed_total Requests answered 429 to shed load, by kind.\n\
              # TYPE driftless_shed_total counter\n\
              driftless_shed_total{{kind=\"request\"}} {}\n\
-             driftless_shed_total{{kind=\"long_poll\"}} {}",
+             driftless_shed_total{{kind=\"long_poll\"}} {}\n\
+             driftless_shed_total{{kind=\"login\"}} {}\n\
+             driftless_shed_total{{kind=\"connection\"}} {}",
             self.shed_requests.load(Ordering::Relaxed),
-            self.shed_long_polls.load(Ordering::Relaxed)
+            self.shed_long_polls.load(Ordering::Relaxed),
+            self.shed_logins.load(Ordering::Relaxed),
+            self.shed_connections.load(Ordering::Relaxed)
         );
     }
 }
@@ -217,7 +229,32 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     summary = "Prometheus metrics (text exposition format 0.0.4)",
     responses((status = 200, description = "The metrics", body = String, content_type = "text/plain; version=0.0.4"))
 )]
-pub async fn serve(State(state): State<AppState>) -> Response {
+pub async fn serve(
+    State(state): State<AppState>,
+    crate::auth::ClientAddr(peer): crate::auth::ClientAddr,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // The figures say how busy the service is and how far behind: for the
+    // operator's scraper, which presents the metrics token, or, with none
+    // configured, for this machine only.
+    let allowed = match &state.settings.metrics_token {
+        Some(token) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| {
+                use subtle_eq::eq;
+                eq(t.as_bytes(), token.as_bytes())
+            }),
+        None => peer.is_none_or(|ip| ip.is_loopback()),
+    };
+    if !allowed {
+        return crate::error::ApiError::new(
+            driftless_protocol::ErrorCode::Unauthorized,
+            "metrics need the metrics token (DRIFTLESS_METRICS_TOKEN), or a request from this machine",
+        )
+        .into_response();
+    }
     let mut s = String::new();
     state.metrics.counters(&mut s);
     let _ = writeln!(
@@ -238,6 +275,13 @@ pub async fn serve(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+/// Constant-time comparison of secrets.
+mod subtle_eq {
+    pub(super) fn eq(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 /// The figures read from the database, cached for [`DB_FIGURES_TTL`].

@@ -5,6 +5,7 @@ use driftless_protocol::{NamespaceId, SyncPath};
 use crate::error::{ApiError, ApiResult};
 
 pub mod changes;
+pub mod devices;
 pub mod downloads;
 pub mod history;
 pub mod namespaces;

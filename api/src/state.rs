@@ -11,6 +11,7 @@ use driftless_store::{BlobStore, Db, EventBus, InProcessBus};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::limits::{Buckets, Slots};
 use crate::metrics::Metrics;
 
 /// Limits and lifetimes.
@@ -39,6 +40,27 @@ pub struct Settings {
     /// chunk many times: this bounds what every member's disk is asked to
     /// hold).
     pub max_file_bytes: u64,
+    /// A device token stops working after this long unused (`None`: never).
+    /// Every use moves the expiry on, so an active device never notices.
+    pub token_ttl: Option<Duration>,
+    /// Per caller: requests one user runs at once (more: 429).
+    pub max_in_flight_per_user: usize,
+    /// Per caller: long-polls one device holds at once (more: 429).
+    pub max_long_polls_per_device: usize,
+    /// Per caller: open connections from one address (more are closed).
+    pub max_connections_per_address: usize,
+    /// Login attempts from one address: a burst, then one per this long.
+    pub login_burst: u32,
+    /// See `login_burst`.
+    pub login_every: Duration,
+    /// Password checks (argon2, ~19 MiB each) run at once, process-wide.
+    pub login_concurrency: usize,
+    /// How long a connection may take to send a request's headers, and
+    /// stay idle between requests.
+    pub header_read_timeout: Duration,
+    /// The bearer token `/metrics` asks of scrapers (`None`: only requests
+    /// from this machine are answered).
+    pub metrics_token: Option<String>,
 }
 
 /// The largest file by default: 50 GiB.
@@ -57,6 +79,45 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(30),
             run_consumers: true,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            token_ttl: None,
+            max_in_flight_per_user: 64,
+            max_long_polls_per_device: 16,
+            max_connections_per_address: 256,
+            login_burst: 10,
+            login_every: Duration::from_secs(2),
+            login_concurrency: 2,
+            header_read_timeout: Duration::from_secs(10),
+            metrics_token: None,
+        }
+    }
+}
+
+/// The per-caller limits in force (see `crate::limits`).
+pub struct Limits {
+    /// Login attempts per client address.
+    pub logins_by_address: Buckets<std::net::IpAddr>,
+    /// Failed logins per user name (a password guesser spread over many
+    /// addresses still meets this one).
+    pub failures_by_user: Buckets<String>,
+    /// Password checks running.
+    pub password_checks: Arc<tokio::sync::Semaphore>,
+    /// Requests per user.
+    pub in_flight: Slots<i64>,
+    /// Long-polls per device.
+    pub long_polls: Slots<driftless_protocol::DeviceId>,
+    /// Connections per address.
+    pub connections: Slots<std::net::IpAddr>,
+}
+
+impl Limits {
+    fn new(s: &Settings) -> Self {
+        Self {
+            logins_by_address: Buckets::new(s.login_burst, s.login_every),
+            failures_by_user: Buckets::new(s.login_burst, s.login_every * 5),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(s.login_concurrency.max(1))),
+            in_flight: Slots::new(s.max_in_flight_per_user),
+            long_polls: Slots::new(s.max_long_polls_per_device),
+            connections: Slots::new(s.max_connections_per_address),
         }
     }
 }
@@ -90,6 +151,10 @@ pub struct AppState {
     /// Commits in progress (they run to their end even if their client
     /// leaves; shutdown waits for them).
     pub commits: TaskTracker,
+    /// Per-caller limits.
+    pub limits: Arc<Limits>,
+    /// Devices signed out on the server here: their long-polls end.
+    pub revoked: tokio::sync::broadcast::Sender<driftless_protocol::DeviceId>,
 }
 
 impl AppState {
@@ -101,6 +166,7 @@ impl AppState {
         settings: Settings,
     ) -> anyhow::Result<Self> {
         let settings_in_flight = settings.max_in_flight;
+        let limits = Arc::new(Limits::new(&settings));
         Ok(Self {
             db,
             blob,
@@ -114,6 +180,8 @@ impl AppState {
             admission: Arc::new(tokio::sync::Semaphore::new(settings_in_flight)),
             stopping: CancellationToken::new(),
             commits: TaskTracker::new(),
+            limits,
+            revoked: tokio::sync::broadcast::channel(1024).0,
         })
     }
 

@@ -41,25 +41,63 @@ pub enum Command {
 /// filtered by `RUST_LOG` (default `info`), as text or, with
 /// `DRIFTLESS_LOG_FORMAT=json`, one JSON object per line.
 pub fn start(config: Option<&Path>) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let warnings = env::load(config)?;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match env::var("DRIFTLESS_LOG_FORMAT").as_deref() {
-        None | Some("text") => logs.init(),
-        Some("json") => logs
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match env::var("DRIFTLESS_LOG_FORMAT").as_deref() {
+        None | Some("text") => layer.boxed(),
+        Some("json") => layer
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .init(),
+            .boxed(),
         Some(other) => anyhow::bail!("DRIFTLESS_LOG_FORMAT: {other:?} is neither text nor json"),
-    }
+    };
+    tracing_subscriber::registry()
+        .with(
+            layer
+                .with_filter(filter)
+                .with_filter(tracing_subscriber::filter::filter_fn(secret_safe)),
+        )
+        .init();
     for w in warnings {
         tracing::warn!("{w}");
     }
     Ok(())
+}
+
+/// Libraries whose debug and trace logs carry request lines and headers:
+/// S3 requests (`Authorization`, presigned URLs with their signatures),
+/// SigV4 canonical requests, HTTP internals. Their logs stop at `info`
+/// whatever `RUST_LOG` says, so no secret reaches a log at any level.
+pub const NOISY_SECRET_TARGETS: &[&str] = &[
+    "s3s",
+    "s3s_fs",
+    "aws_sigv4",
+    "aws_smithy",
+    "aws_sdk_s3",
+    "aws_config",
+    "aws_runtime",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+    "tower_http",
+];
+
+/// Whether an event may be logged: anything at `info` or above, and
+/// debug and trace only from targets outside [`NOISY_SECRET_TARGETS`]
+/// (matched by prefix: `aws_smithy` covers `aws_smithy_runtime`).
+pub fn secret_safe(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() <= tracing::Level::INFO
+        || !NOISY_SECRET_TARGETS
+            .iter()
+            .any(|t| meta.target().starts_with(t))
 }
 
 /// The settings in force, one per line: name, value (secrets redacted)

@@ -4,9 +4,10 @@
 
 use bytes::Bytes;
 use driftless_protocol::{
-    ChangesPage, CommitRequest, CommitResponse, CreateUpload, CreatedUpload, DownloadManifest,
-    FetchRange, LoginRequest, LoginResponse, NamespaceId, NamespaceView, Outcome, PartRequest,
-    PresignedPart, Problem, RestoreRequest, Rev, UploadId, UploadStatus, VersionView, WaitResponse,
+    ChangesPage, CommitRequest, CommitResponse, CreateNamespace, CreateUpload, CreatedUpload,
+    DeviceId, DeviceView, DownloadManifest, FetchRange, InvitationView, LoginRequest,
+    LoginResponse, NamespaceId, NamespaceView, Outcome, PartRequest, PresignedPart, Problem,
+    RestoreRequest, Rev, UploadId, UploadStatus, VersionView, WaitResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,6 +36,13 @@ pub enum ClientError {
     /// The connection failed or timed out.
     #[error("transport: {0}")]
     Transport(reqwest::Error),
+    /// An HTTP error without a problem document: a proxy's or load
+    /// balancer's page, say (5xx and 408/429 are worth retrying).
+    #[error("HTTP {status} without a problem document")]
+    Http {
+        /// HTTP status.
+        status: u16,
+    },
     /// The answer was not what the protocol says.
     #[error("unexpected answer: {0}")]
     Protocol(String),
@@ -47,9 +55,63 @@ impl ClientError {
             ClientError::Api { problem, .. } => problem.code.retryable(),
             ClientError::Storage { status, .. } => *status >= 500,
             ClientError::Transport(_) => true,
+            ClientError::Http { status } => *status >= 500 || matches!(status, 408 | 429),
             ClientError::Protocol(_) => false,
         }
     }
+
+    /// Whether the server no longer accepts this device's token (revoked,
+    /// expired, or unknown to it): only signing in again helps.
+    pub fn signed_out(&self) -> bool {
+        matches!(self, ClientError::Api { problem, .. } if problem.code == driftless_protocol::ErrorCode::Unauthorized)
+    }
+}
+
+/// Longest a JSON answer of the API may be (a 50 GB file's manifest is a
+/// few MB): a server or a man in the middle cannot make the daemon grow
+/// without bound.
+pub const MAX_RESPONSE: usize = 64 << 20;
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long an API call may take in all, by default (long-polls: their own
+/// time); `DRIFTLESS_HTTP_TIMEOUT_SECS` sets it for slow links.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long object storage may go silent in the middle of an answer, at most.
+const STORAGE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The call deadline in force (see [`CALL_TIMEOUT`]).
+fn call_timeout() -> std::time::Duration {
+    std::env::var("DRIFTLESS_HTTP_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(CALL_TIMEOUT, std::time::Duration::from_secs)
+}
+
+/// Reads a body of at most `max` bytes.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Bytes, ClientError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(ClientError::Protocol(format!(
+            "an answer of {} bytes (at most {max} are read)",
+            resp.content_length().unwrap_or(0)
+        )));
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(piece) = resp.chunk().await? {
+        if out.len() + piece.len() > max {
+            return Err(ClientError::Protocol(format!(
+                "an answer longer than {max} bytes"
+            )));
+        }
+        out.extend_from_slice(&piece);
+    }
+    Ok(out.freeze())
+}
+
+/// Time for one part's PUT: a minute, plus the part at 64 KiB/s.
+fn part_timeout(bytes: usize) -> std::time::Duration {
+    std::time::Duration::from_secs(60 + (bytes as u64 >> 16))
 }
 
 impl From<reqwest::Error> for ClientError {
@@ -60,24 +122,40 @@ impl From<reqwest::Error> for ClientError {
     }
 }
 
-/// A device's connection to one server.
+/// A device's connection to one server, and to the object storage its
+/// presigned URLs name. Every call has a deadline and every answer a size
+/// bound: a server that accepts and never answers, a frozen connection, or
+/// an endless answer cost a timeout, never a hang or the memory.
 #[derive(Clone, Debug)]
 pub struct ApiClient {
     base: String,
     token: String,
     http: reqwest::Client,
+    storage: reqwest::Client,
+    timeout: std::time::Duration,
 }
 
 impl ApiClient {
     /// A client for the server at `base` (no trailing slash) with a device token.
     pub fn new(base: &str, token: &str) -> Self {
+        let timeout = call_timeout();
         Self {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(32)
+                .connect_timeout(CONNECT_TIMEOUT.min(timeout))
                 .build()
                 .unwrap_or_default(),
+            // Downloads and part uploads: a connection silent for half a
+            // minute is dead (S3 may have recovered; a new one will do).
+            storage: reqwest::Client::builder()
+                .pool_max_idle_per_host(32)
+                .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+                .read_timeout(STORAGE_IDLE.min(timeout))
+                .build()
+                .unwrap_or_default(),
+            timeout,
         }
     }
 
@@ -107,15 +185,28 @@ impl ApiClient {
     /// a minute, plus up to a second of jitter so that devices turned away
     /// together do not return together) before the refusal is returned.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Bytes), ClientError> {
+        self.send_within(req, self.timeout).await
+    }
+
+    /// [`ApiClient::send`] with its own deadline per attempt.
+    async fn send_within(
+        &self,
+        req: reqwest::RequestBuilder,
+        deadline: std::time::Duration,
+    ) -> Result<(u16, Bytes), ClientError> {
         let mut shed = 0;
         loop {
             let attempt = req.try_clone().ok_or_else(|| {
                 ClientError::Protocol("a request body that cannot be resent".into())
             })?;
-            let resp = attempt.bearer_auth(&self.token).send().await?;
+            let resp = attempt
+                .bearer_auth(&self.token)
+                .timeout(deadline)
+                .send()
+                .await?;
             let status = resp.status().as_u16();
             let wait = retry_after(status, resp.headers());
-            let body = resp.bytes().await?;
+            let body = read_capped(resp, MAX_RESPONSE).await?;
             match wait {
                 Some(wait) if shed < SHED_RETRIES => {
                     shed += 1;
@@ -146,14 +237,19 @@ impl ApiClient {
 
     /// `POST /v1/login`: a new device token for a user (no token needed).
     pub async fn login(base: &str, req: &LoginRequest) -> Result<LoginResponse, ClientError> {
-        let http = reqwest::Client::new();
+        let timeout = call_timeout();
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .build()
+            .unwrap_or_default();
         let resp = http
             .post(format!("{}/v1/login", base.trim_end_matches('/')))
             .json(req)
+            .timeout(timeout)
             .send()
             .await?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await?;
+        let body = read_capped(resp, 1 << 20).await?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()));
         }
@@ -168,6 +264,74 @@ impl ApiClient {
     /// `GET /v1/namespaces`.
     pub async fn namespaces(&self) -> Result<Vec<NamespaceView>, ClientError> {
         self.get("/v1/namespaces").await
+    }
+
+    /// `POST /v1/namespaces`: a new folder the caller owns.
+    pub async fn create_namespace(&self, name: &str) -> Result<NamespaceView, ClientError> {
+        self.post("/v1/namespaces", &CreateNamespace { name: name.into() })
+            .await
+    }
+
+    /// `PUT /v1/namespaces/{ns}/members/{user}`: invites `user` (or changes
+    /// a member's role).
+    pub async fn share(&self, ns: NamespaceId, user: &str, role: &str) -> Result<(), ClientError> {
+        self.call_empty(
+            self.http
+                .put(format!(
+                    "{}/v1/namespaces/{ns}/members/{}",
+                    self.base,
+                    segment(user)
+                ))
+                .json(&serde_json::json!({ "role": role })),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/namespaces/{ns}/members/{user}`.
+    pub async fn unshare(&self, ns: NamespaceId, user: &str) -> Result<(), ClientError> {
+        self.call_empty(self.http.delete(format!(
+            "{}/v1/namespaces/{ns}/members/{}",
+            self.base,
+            segment(user)
+        )))
+        .await
+    }
+
+    /// `GET /v1/invitations`.
+    pub async fn invitations(&self) -> Result<Vec<InvitationView>, ClientError> {
+        self.get("/v1/invitations").await
+    }
+
+    /// `POST /v1/invitations/{ns}`: accepts an invitation.
+    pub async fn accept(&self, ns: NamespaceId) -> Result<NamespaceView, ClientError> {
+        self.post(&format!("/v1/invitations/{ns}"), &serde_json::json!({}))
+            .await
+    }
+
+    /// `DELETE /v1/invitations/{ns}`: declines an invitation.
+    pub async fn decline(&self, ns: NamespaceId) -> Result<(), ClientError> {
+        self.call_empty(
+            self.http
+                .delete(format!("{}/v1/invitations/{ns}", self.base)),
+        )
+        .await
+    }
+
+    /// `GET /v1/devices`.
+    pub async fn devices(&self) -> Result<Vec<DeviceView>, ClientError> {
+        self.get("/v1/devices").await
+    }
+
+    /// `DELETE /v1/devices/{id}`: signs a device out on the server.
+    pub async fn revoke_device(&self, id: DeviceId) -> Result<(), ClientError> {
+        self.call_empty(self.http.delete(format!("{}/v1/devices/{id}", self.base)))
+            .await
+    }
+
+    /// `POST /v1/logout`: signs this device out on the server.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.call_empty(self.http.post(format!("{}/v1/logout", self.base)))
+            .await
     }
 
     /// `GET /v1/namespaces/{ns}/changes`: from `cursor`, or a bootstrap.
@@ -228,10 +392,17 @@ impl ApiClient {
         cursor: &str,
         timeout_s: u64,
     ) -> Result<WaitResponse, ClientError> {
-        self.get(&format!(
-            "/v1/namespaces/{ns}/changes/wait?cursor={cursor}&timeout={timeout_s}"
-        ))
-        .await
+        // The server holds it up to the timeout plus 10% jitter.
+        let deadline = std::time::Duration::from_secs(timeout_s + timeout_s / 5 + 15);
+        let req = self.http.get(format!(
+            "{}/v1/namespaces/{ns}/changes/wait?cursor={cursor}&timeout={timeout_s}",
+            self.base
+        ));
+        let (status, body) = self.send_within(req, deadline).await?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        Err(refusal(status, &body))
     }
 
     /// `POST /v1/namespaces/{ns}/cursor`: what this device has applied.
@@ -285,12 +456,13 @@ impl ApiClient {
 
     /// GETs a presigned range (sent with its signed headers, never logged).
     pub async fn fetch_range(&self, range: &FetchRange) -> Result<Bytes, ClientError> {
-        Ok(self.open_range(range).await?.bytes().await?)
+        let max = usize::try_from(range.length).unwrap_or(usize::MAX);
+        read_capped(self.open_range(range).await?, max).await
     }
 
     /// Starts a presigned ranged GET; the body is read as it arrives.
     pub async fn open_range(&self, range: &FetchRange) -> Result<reqwest::Response, ClientError> {
-        let mut req = self.http.get(&range.url);
+        let mut req = self.storage.get(&range.url);
         for (k, v) in &range.headers {
             req = req.header(k, v);
         }
@@ -344,11 +516,15 @@ impl ApiClient {
 
     /// PUTs a part's bytes to its presigned URL; returns the ETag.
     pub async fn put_part(&self, url: &PresignedPart, body: Bytes) -> Result<String, ClientError> {
-        let mut req = self.http.put(&url.url);
+        let mut req = self.storage.put(&url.url);
         for (k, v) in &url.headers {
             req = req.header(k, v);
         }
-        let resp = req.body(body).send().await?;
+        let resp = req
+            .timeout(part_timeout(body.len()))
+            .body(body)
+            .send()
+            .await?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(storage_refusal(url.part_number, status, resp).await);
@@ -361,9 +537,22 @@ impl ApiClient {
     }
 }
 
+/// A path segment, percent-encoded (a user name may hold any character).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Object storage's refusal of a presigned request, with S3's error code.
 async fn storage_refusal(part: u32, status: u16, resp: reqwest::Response) -> ClientError {
-    let body = resp.bytes().await.unwrap_or_default();
+    let body = read_capped(resp, 64 << 10).await.unwrap_or_default();
     ClientError::Storage {
         part,
         status,
@@ -415,6 +604,6 @@ fn refusal(status: u16, body: &[u8]) -> ClientError {
             status,
             problem: Box::new(problem),
         },
-        Err(_) => ClientError::Protocol(format!("HTTP {status} without a problem document")),
+        Err(_) => ClientError::Http { status },
     }
 }

@@ -286,8 +286,7 @@ impl Root {
         let target = self.prepare(p)?;
         fs::rename(tmp, &target).map_err(|e| LocalError::io(p, e))?;
         sync_dir(target.parent().unwrap_or(&self.dir));
-        let m = fs::symlink_metadata(&target).map_err(|e| LocalError::io(p, e))?;
-        Ok(LocalStat::of(&m))
+        stat_after(&target, p)
     }
 
     /// Removes the file at `p` and then any folders it leaves empty.
@@ -315,8 +314,7 @@ impl Root {
         fs::rename(&src, &dst).map_err(|e| LocalError::io(from, e))?;
         sync_dir(dst.parent().unwrap_or(&self.dir));
         self.prune(src.parent());
-        let m = fs::symlink_metadata(&dst).map_err(|e| LocalError::io(to, e))?;
-        Ok(LocalStat::of(&m))
+        stat_after(&dst, to)
     }
 
     /// Removes empty folders from `dir` up to (not including) the root.
@@ -327,6 +325,19 @@ impl Root {
             }
             dir = d.parent();
         }
+    }
+}
+
+/// The stat of a file the daemon just put in place. Someone may have
+/// deleted (or changed) it in the instant since: then it is recorded with
+/// a stat no file has, and the next pass sees what they did (a delete is
+/// sent as one, never undone by fetching the file again).
+fn stat_after(at: &Path, p: &SyncPath) -> Result<LocalStat, LocalError> {
+    match fs::symlink_metadata(at) {
+        Ok(m) if m.is_file() => Ok(LocalStat::of(&m)),
+        Ok(_) => Ok(LocalStat::UNKNOWN),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LocalStat::UNKNOWN),
+        Err(e) => Err(LocalError::io(p, e)),
     }
 }
 

@@ -30,6 +30,8 @@ use driftless_daemon::sync::{DeleteBrake, Syncer};
 use driftless_protocol::{LoginRequest, NamespaceId, Outcome, RestoreRequest, Rev};
 use serde::{Deserialize, Serialize};
 
+mod devices;
+mod folders;
 mod transfer;
 
 #[derive(Parser)]
@@ -130,6 +132,19 @@ enum Command {
         #[arg(long)]
         namespace: Option<u64>,
     },
+    /// Folders: list, create, share, and invitations from others.
+    Folder {
+        #[command(subcommand)]
+        command: folders::FolderCommand,
+    },
+    /// The devices signed in as you, with when each was last seen; `revoke
+    /// NAME` signs one out on the server.
+    Devices {
+        #[command(subcommand)]
+        command: Option<devices::DevicesCommand>,
+    },
+    /// Signs this device out on the server and forgets its token.
+    Logout,
     /// Brings an earlier revision of a file back as its newest version.
     Restore {
         /// The file's path in the folder.
@@ -284,13 +299,30 @@ fn open_state(root: &Root) -> anyhow::Result<Arc<State>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        // HTTP libraries' debug logs carry request lines: presigned URLs
+        // are credentials, so theirs stop at info whatever RUST_LOG says.
+        let quiet = tracing_subscriber::filter::filter_fn(|meta| {
+            *meta.level() <= tracing::Level::INFO
+                || !["reqwest", "hyper", "h2", "rustls"]
+                    .iter()
+                    .any(|t| meta.target().starts_with(t))
+        });
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter)
+                    .with_filter(quiet),
+            )
+            .init();
+    }
     match cli.command {
         Command::Login {
             server,
@@ -413,9 +445,15 @@ async fn main() -> anyhow::Result<()> {
                 let report = report;
                 let r = syncer.pass().await;
                 report(&r);
+                if let Err(driftless_daemon::sync::SyncError::Client(e)) = &r
+                    && e.signed_out()
+                {
+                    eprintln!("driftless: signed out on the server ({e}): run `driftless login`");
+                    std::process::exit(3);
+                }
                 r?;
             } else {
-                run(
+                let stopped = run(
                     syncer,
                     RunOptions::default(),
                     async {
@@ -424,6 +462,10 @@ async fn main() -> anyhow::Result<()> {
                     report,
                 )
                 .await;
+                if let driftless_daemon::run::Stopped::SignedOut(why) = stopped {
+                    eprintln!("driftless: signed out on the server ({why}): run `driftless login`");
+                    std::process::exit(3);
+                }
             }
         }
         Command::Status { dir } => {
@@ -474,6 +516,33 @@ async fn main() -> anyhow::Result<()> {
                         v.device_id.map_or("-".into(), |d| d.0.to_string())
                     );
                 }
+            }
+        }
+        Command::Folder { command } => {
+            let creds = credentials()?;
+            let api = ApiClient::new(&creds.server, &creds.token);
+            folders::run(&api, command, cli.json).await?;
+        }
+        Command::Devices { command } => {
+            let creds = credentials()?;
+            let api = ApiClient::new(&creds.server, &creds.token);
+            devices::run(&api, command, cli.json).await?;
+        }
+        Command::Logout => {
+            let creds = credentials()?;
+            let api = ApiClient::new(&creds.server, &creds.token);
+            match api.logout().await {
+                Ok(()) => {}
+                // Already signed out there: forgetting the token is all that is left.
+                Err(e) if e.signed_out() => {}
+                Err(e) => return Err(e.into()),
+            }
+            let file = config_dir().join("credentials.json");
+            if file.exists() {
+                std::fs::remove_file(&file)?;
+            }
+            if !cli.json {
+                println!("signed out");
             }
         }
         Command::Restore {

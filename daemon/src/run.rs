@@ -43,13 +43,25 @@ impl Default for RunOptions {
     }
 }
 
-/// Runs `syncer` until `stop` resolves; `on_pass` sees each pass's report.
+/// Why [`run`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The `stop` future resolved.
+    Asked,
+    /// The server no longer accepts this device (signed out on the server,
+    /// or its sign-in expired): only `driftless login` helps, so the daemon
+    /// stops rather than retry for ever.
+    SignedOut(String),
+}
+
+/// Runs `syncer` until `stop` resolves or the server signs the device out;
+/// `on_pass` sees each pass's report.
 pub async fn run(
     syncer: Syncer,
     opts: RunOptions,
     stop: impl std::future::Future<Output = ()>,
     mut on_pass: impl FnMut(&Result<PassReport, SyncError>),
-) {
+) -> Stopped {
     let syncer = Arc::new(syncer);
     let (tx, mut local) = mpsc::channel::<()>(1);
     let mut rescan = opts.rescan;
@@ -76,6 +88,12 @@ pub async fn run(
         if let Err(e) = &result {
             tracing::warn!(error = %e, "sync pass failed");
         }
+        if let Err(SyncError::Client(e)) = &result
+            && e.signed_out()
+        {
+            poller.abort();
+            return Stopped::SignedOut(e.to_string());
+        }
         let pause = if failed {
             let p = backoff;
             backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -97,7 +115,10 @@ pub async fn run(
                         break;
                     }
                     tokio::select! {
-                        _ = &mut stop => return poller.abort(),
+                        _ = &mut stop => {
+                            poller.abort();
+                            return Stopped::Asked;
+                        }
                         _ = remote.notified() => break,
                         more = tokio::time::timeout(quiet, local.recv()) => {
                             if !matches!(more, Ok(Some(()))) {
@@ -111,6 +132,7 @@ pub async fn run(
         }
     }
     poller.abort();
+    Stopped::Asked
 }
 
 /// Follows the changes feed and rings `remote` when the folder moves.
@@ -150,6 +172,12 @@ async fn long_poll(syncer: Arc<Syncer>, remote: Arc<Notify>, timeout_s: u64) {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "long-poll failed");
+                if e.signed_out() {
+                    // The pass says so, and the daemon stops.
+                    remote.notify_one();
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    continue;
+                }
                 if !e.retryable() {
                     // A reset cursor: the pass bootstraps again.
                     remote.notify_one();

@@ -94,7 +94,19 @@ const MIGRATIONS: &[&str] = &[
          reason   TEXT NOT NULL,
          since_ms INTEGER NOT NULL
      );",
+    // v3: the versions each path agreed on before its current one, so a
+    // server that went back in time (restored) is recognised as holding an
+    // ancestor of this device's version, not a rival.
+    "CREATE TABLE ancestors (
+         path         TEXT NOT NULL,
+         rev          INTEGER NOT NULL,
+         content_hash BLOB NOT NULL,
+         PRIMARY KEY (path, rev, content_hash)
+     );",
 ];
+
+/// Ancestor versions kept per path.
+const ANCESTORS: i64 = 16;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -273,6 +285,30 @@ impl State {
         })
     }
 
+    /// Whether `rev` with `content` is a version `p` agreed on before its
+    /// current one.
+    pub fn is_ancestor(
+        &self,
+        p: &SyncPath,
+        rev: Rev,
+        content: &ContentHash,
+    ) -> Result<bool, StateError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT 1 FROM ancestors WHERE path = ?1 AND rev = ?2 AND content_hash = ?3",
+                params![p.as_str(), rev.0 as i64, content.as_bytes().as_slice()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+        })
+    }
+
+    /// Whether any file is synced.
+    pub fn has_synced(&self) -> Result<bool, StateError> {
+        self.with(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM files)", [], |r| r.get(0)))
+    }
+
     /// Every synced file, by path.
     pub fn all_synced(&self) -> Result<Vec<Synced>, StateError> {
         self.with(|c| {
@@ -288,6 +324,7 @@ impl State {
     pub fn record(&self, s: &Synced, chunks: &[(ChunkHash, u64, u32)]) -> Result<(), StateError> {
         self.with(|c| {
             let tx = c.transaction()?;
+            keep_as_ancestor(&tx, &s.path)?;
             tx.execute(
                 "INSERT INTO files (path, rev, content_hash, size, mtime_ns, inode, dev) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO UPDATE SET \
@@ -344,6 +381,7 @@ impl State {
     pub fn forget(&self, p: &SyncPath) -> Result<(), StateError> {
         self.with(|c| {
             let tx = c.transaction()?;
+            keep_as_ancestor(&tx, p)?;
             tx.execute("DELETE FROM files WHERE path = ?1", [p.as_str()])?;
             tx.execute("DELETE FROM chunks WHERE path = ?1", [p.as_str()])?;
             tx.execute("DELETE FROM pending WHERE path = ?1", [p.as_str()])?;
@@ -626,6 +664,22 @@ impl State {
                 .collect()
         })
     }
+}
+
+/// Notes `p`'s current agreed version among its ancestors (the newest
+/// [`ANCESTORS`] are kept).
+fn keep_as_ancestor(tx: &rusqlite::Transaction<'_>, p: &SyncPath) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO ancestors (path, rev, content_hash) \
+         SELECT path, rev, content_hash FROM files WHERE path = ?1",
+        [p.as_str()],
+    )?;
+    tx.execute(
+        "DELETE FROM ancestors WHERE path = ?1 AND rev NOT IN \
+         (SELECT rev FROM ancestors WHERE path = ?1 ORDER BY rev DESC LIMIT ?2)",
+        params![p.as_str(), ANCESTORS],
+    )?;
+    Ok(())
 }
 
 fn row_synced(r: &rusqlite::Row<'_>) -> rusqlite::Result<Synced> {

@@ -119,7 +119,21 @@ pub(crate) async fn download(
 ) -> anyhow::Result<()> {
     let bar = bytes_bar(0, remote.rsplit('/').next().unwrap_or(remote), !json);
     let started = std::time::Instant::now();
-    let d = download_to(api, ns, remote, rev.map(Rev), file, &bar).await?;
+    // A connection that died (a frozen route to storage, a server that
+    // restarted) costs a retry, which resumes from what was written.
+    let mut attempt = 0u32;
+    let d = loop {
+        match download_to(api, ns, remote, rev.map(Rev), file, &bar).await {
+            Ok(d) => break d,
+            Err(e) if e.retryable() && attempt < DOWNLOAD_RETRIES => {
+                attempt += 1;
+                let wait = std::time::Duration::from_secs(1 << attempt.min(5));
+                tracing::warn!(error = %e, attempt, "download interrupted; resuming");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     if json {
         let mut v = serde_json::to_value(&d)?;
         v["path"] = remote.into();
@@ -143,6 +157,9 @@ pub(crate) async fn download(
     }
     Ok(())
 }
+
+/// Times a download is resumed after a retryable failure.
+const DOWNLOAD_RETRIES: u32 = 5;
 
 /// `driftless ls [PREFIX]`.
 pub(crate) async fn ls(

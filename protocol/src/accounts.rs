@@ -50,6 +50,45 @@ pub struct NamespaceView {
     pub role: String,
 }
 
+/// An invitation to a folder, as its invitee sees it (`GET /v1/invitations`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InvitationView {
+    /// The folder.
+    pub namespace: NamespaceId,
+    /// Its name.
+    pub name: String,
+    /// The role offered: `owner`, `editor` or `viewer`.
+    pub role: String,
+    /// Who invited (user name).
+    pub invited_by: String,
+    /// When (ms since the epoch).
+    pub created_at_ms: i64,
+}
+
+/// One of the caller's devices (`GET /v1/devices`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceView {
+    /// Id.
+    pub id: DeviceId,
+    /// Name.
+    pub name: String,
+    /// When it signed in (ms since the epoch).
+    pub created_at_ms: i64,
+    /// When it was last seen (to the minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at_ms: Option<i64>,
+    /// When its sign-in expires unless it is used (a server setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    /// When it was signed out on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<i64>,
+    /// Whether this is the device asking.
+    pub current: bool,
+}
+
 /// `POST /v1/namespaces` body: a new shared folder owned by the caller.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

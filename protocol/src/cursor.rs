@@ -6,8 +6,13 @@
 //! rotate keys while old cursors stay readable.
 //!
 //! Layout (before base64url without padding):
-//! `version=1 | key id | kind | namespace u64 | seq u64 | flags | [after] | [prefix] | mac[16]`
+//! `version=1 | key id | kind | namespace u64 | seq u64 | flags | [after] | [prefix] | [stamp u64] | mac[16]`
 //! where `[after]` and `[prefix]` are a u16 length and UTF-8 bytes.
+//!
+//! The stamp identifies the journal entry at `seq` (see [`Cursor::stamp`]):
+//! a folder restored from a backup reuses sequence numbers for other
+//! changes, and a cursor from before the restore must not be read as a
+//! position in the new history.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,6 +29,7 @@ const KIND_SNAPSHOT: u8 = 0;
 const KIND_JOURNAL: u8 = 1;
 const HAS_AFTER: u8 = 1;
 const HAS_PREFIX: u8 = 2;
+const HAS_STAMP: u8 = 4;
 
 /// A server secret that signs cursors. Never logged (no `Debug` of the bytes).
 #[derive(Clone)]
@@ -80,6 +86,25 @@ pub struct Cursor {
     pub prefix: Option<SyncPath>,
     /// Where the device is.
     pub position: Position,
+    /// Which journal entry is at the cursor's seq (a digest of it, from
+    /// [`entry_stamp`]); `None` for seq 0 and for cursors written before
+    /// stamps existed. A server whose entry at that seq has another stamp
+    /// has lost the history the cursor points into (a restore).
+    pub stamp: Option<u64>,
+}
+
+/// The stamp of a journal entry: the first 8 bytes of a SHA-256 of what
+/// makes it that entry and no other (when, what, by whom).
+pub fn entry_stamp(committed_at_ms: i64, path: &str, kind: i64, device: Option<u64>) -> u64 {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(committed_at_ms.to_le_bytes());
+    h.update(kind.to_le_bytes());
+    h.update(device.unwrap_or(u64::MAX).to_le_bytes());
+    h.update(path.as_bytes());
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.finalize()[..8]);
+    u64::from_le_bytes(out)
 }
 
 /// Why a cursor string was refused. The API answers every variant with the
@@ -114,6 +139,15 @@ impl Cursor {
             namespace,
             prefix: None,
             position: Position::Journal { after },
+            stamp: None,
+        }
+    }
+
+    /// The journal seq the cursor stands on (a snapshot's `as_of`).
+    pub fn seq(&self) -> Seq {
+        match self.position {
+            Position::Snapshot { as_of, .. } => as_of,
+            Position::Journal { after } => after,
         }
     }
 
@@ -128,12 +162,16 @@ impl Cursor {
         b.extend_from_slice(&self.namespace.0.to_be_bytes());
         b.extend_from_slice(&seq.0.to_be_bytes());
         let flags = if after.is_some() { HAS_AFTER } else { 0 }
-            | if self.prefix.is_some() { HAS_PREFIX } else { 0 };
+            | if self.prefix.is_some() { HAS_PREFIX } else { 0 }
+            | if self.stamp.is_some() { HAS_STAMP } else { 0 };
         b.push(flags);
         for p in [after, self.prefix.as_ref()].into_iter().flatten() {
             // A SyncPath is at most 4096 bytes: it fits a u16.
             b.extend_from_slice(&(p.as_str().len() as u16).to_be_bytes());
             b.extend_from_slice(p.as_str().as_bytes());
+        }
+        if let Some(s) = self.stamp {
+            b.extend_from_slice(&s.to_be_bytes());
         }
         let mut mac = key.mac.clone();
         mac.update(&b);
@@ -197,7 +235,14 @@ fn parse_body(b: &[u8]) -> Option<Cursor> {
     };
     let after = take_path(flags & HAS_AFTER != 0)?;
     let prefix = take_path(flags & HAS_PREFIX != 0)?;
-    if !rest.is_empty() || flags & !(HAS_AFTER | HAS_PREFIX) != 0 {
+    let stamp = if flags & HAS_STAMP != 0 {
+        let s = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        rest = &rest[8..];
+        Some(s)
+    } else {
+        None
+    };
+    if !rest.is_empty() || flags & !(HAS_AFTER | HAS_PREFIX | HAS_STAMP) != 0 {
         return None;
     }
     let position = match kind {
@@ -209,5 +254,6 @@ fn parse_body(b: &[u8]) -> Option<Cursor> {
         namespace,
         prefix,
         position,
+        stamp,
     })
 }

@@ -18,10 +18,11 @@ mod path;
 mod upload;
 
 pub use accounts::{
-    CreateNamespace, LoginRequest, LoginResponse, NamespaceView, RestoreRequest, VersionView,
+    CreateNamespace, DeviceView, InvitationView, LoginRequest, LoginResponse, NamespaceView,
+    RestoreRequest, VersionView,
 };
 pub use changes::{ChangeEntry, ChangeKind, ChangesPage, JournalEvent, WaitResponse};
-pub use cursor::{Cursor, CursorError, CursorKey, Position};
+pub use cursor::{Cursor, CursorError, CursorKey, Position, entry_stamp};
 pub use digest::{ChunkHash, ContentHash, DigestError};
 pub use download::{DownloadManifest, FetchRange, ManifestChunk, RangeChunk};
 pub use error::{ErrorCode, Problem};

@@ -33,7 +33,13 @@ pub struct BlobConfig {
     pub path_style: bool,
     /// Lifetime of presigned URLs: minutes, not days.
     pub presign_ttl: Duration,
+    /// How long the store may stay silent (to answer, or within an answer);
+    /// a call attempt gets four times this in all.
+    pub read_timeout: Duration,
 }
+
+/// The store's default silence limit (see [`BlobConfig::read_timeout`]).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for BlobConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,6 +51,7 @@ impl std::fmt::Debug for BlobConfig {
             .field("secret_key", &"<redacted>")
             .field("path_style", &self.path_style)
             .field("presign_ttl", &self.presign_ttl)
+            .field("read_timeout", &self.read_timeout)
             .finish()
     }
 }
@@ -158,12 +165,17 @@ where
     }
 }
 
+/// How long a connection to the store may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The blob store client.
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     client: Client,
     bucket: String,
     presign_ttl: Duration,
+    /// The deadline of one call attempt (and of a range's body).
+    attempt: Duration,
 }
 
 impl BlobStore {
@@ -176,17 +188,30 @@ impl BlobStore {
             None,
             "driftless",
         );
+        // Every call has a deadline: a frozen connection to the store must
+        // cost a commit an error (and the client a retry), never a hang.
+        // (Assembling a 10,000-part upload is the slowest thing asked of a
+        // store: an attempt gets four silences' worth.)
+        let attempt = config.read_timeout * 4;
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(config.read_timeout))
+            .read_timeout(config.read_timeout)
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt * 3)
+            .build();
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .endpoint_url(&config.endpoint)
             .credentials_provider(creds)
             .force_path_style(config.path_style)
+            .timeout_config(timeouts)
             .build();
         Self {
             client: Client::from_conf(conf),
             bucket: config.bucket.clone(),
             presign_ttl: config.presign_ttl,
+            attempt,
         }
     }
 
@@ -397,10 +422,10 @@ impl BlobStore {
             .send()
             .await
             .map_err(map_err)?;
-        let body = out
-            .body
-            .collect()
+        // The body streams after the call returned: it has its own deadline.
+        let body = tokio::time::timeout(self.attempt, out.body.collect())
             .await
+            .map_err(|_| BlobError::Unavailable("the store stopped sending a range".into()))?
             .map_err(|e| BlobError::Unavailable(e.to_string()))?;
         Ok(body.into_bytes())
     }

@@ -89,6 +89,7 @@ impl EmbeddedS3 {
             secret_key: self.secret_key.clone(),
             path_style: true,
             presign_ttl,
+            read_timeout: crate::blob::READ_TIMEOUT,
         }
     }
 

@@ -48,13 +48,26 @@ pub const ENV: &[&str] = &[
     "DRIFTLESS_LONG_POLL_SOFT_LIMIT",
     "DRIFTLESS_SHUTDOWN_GRACE_SECS",
     "DRIFTLESS_MAX_FILE_BYTES",
+    "DRIFTLESS_TOKEN_TTL_SECS",
+    "DRIFTLESS_MAX_IN_FLIGHT_PER_USER",
+    "DRIFTLESS_MAX_LONG_POLLS_PER_DEVICE",
+    "DRIFTLESS_MAX_CONNECTIONS_PER_ADDRESS",
+    "DRIFTLESS_LOGIN_BURST",
+    "DRIFTLESS_LOGIN_INTERVAL_MS",
+    "DRIFTLESS_LOGIN_CONCURRENCY",
+    "DRIFTLESS_HEADER_READ_TIMEOUT_SECS",
+    "DRIFTLESS_METRICS_TOKEN",
     "DRIFTLESS_LOG_FORMAT",
     "DRIFTLESS_FAILPOINT",
 ];
 
 /// Settings whose values are credentials: printed as `<redacted>`.
 /// (`DRIFTLESS_DATABASE_URL` may carry a password: printed without it.)
-pub const SECRETS: &[&str] = &["DRIFTLESS_S3_SECRET_KEY", "DRIFTLESS_CURSOR_SECRET"];
+pub const SECRETS: &[&str] = &[
+    "DRIFTLESS_S3_SECRET_KEY",
+    "DRIFTLESS_CURSOR_SECRET",
+    "DRIFTLESS_METRICS_TOKEN",
+];
 
 /// The file's values, by variable name (loaded once, at start).
 static FILE: OnceLock<BTreeMap<String, String>> = OnceLock::new();
@@ -258,6 +271,7 @@ pub fn blob(bucket: &str, presign_ttl: Duration) -> Result<BlobConfig, EnvError>
         secret_key: need("DRIFTLESS_S3_SECRET_KEY")?,
         path_style: var("DRIFTLESS_S3_PATH_STYLE").is_none_or(|v| v != "false"),
         presign_ttl,
+        read_timeout: crate::blob::READ_TIMEOUT,
     })
 }
 

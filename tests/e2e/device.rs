@@ -97,6 +97,14 @@ impl Device {
     pub(crate) fn tree(&self) -> BTreeMap<String, Vec<u8>> {
         tree(self.path())
     }
+
+    /// Every file with a short digest of its bytes (for readable asserts).
+    pub(crate) fn digests(&self) -> BTreeMap<String, String> {
+        self.tree()
+            .into_iter()
+            .map(|(k, v)| (k, blake3::hash(&v).to_hex()[..12].to_owned()))
+            .collect()
+    }
 }
 
 pub(crate) fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {

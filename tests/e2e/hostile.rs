@@ -47,6 +47,7 @@ async fn a_malicious_server_cannot_make_the_daemon_write_outside_its_folder() {
         entry(ChangeKind::Put, "sub\\..\\..\\x", None, 8),
         entry(ChangeKind::Put, "lies.txt", None, 9),
         entry(ChangeKind::Put, "bad-bytes.txt", None, 10),
+        entry(ChangeKind::Put, "short.txt", None, 11),
     ];
     let page = ChangesPage {
         entries,
@@ -104,12 +105,24 @@ async fn a_malicious_server_cannot_make_the_daemon_write_outside_its_folder() {
                 let b2 = b2.clone();
                 async move {
                     let asked = q.get("path").cloned().unwrap_or_default();
+                    if asked == "short.txt" {
+                        // Honest bytes for the chunk, but the manifest gives
+                        // it 10 bytes in the file: the other 5 would be zeros
+                        // nobody wrote.
+                        let mut m = manifest(&asked, &b2);
+                        m.size = 10;
+                        m.chunks[0].len = 10;
+                        m.content_hash = ContentHash::from_bytes(content_hash(p, [(&hello, 10)]));
+                        m.ranges[0].url = format!("{b2}/blob-ok");
+                        return axum::Json(m);
+                    }
                     let named = if asked == "lies.txt" { "../lies.txt".to_owned() } else { asked };
                     axum::Json(manifest(&named, &b2))
                 }
             }),
         )
         .route("/blob", get(|| async { "hellx" }))
+        .route("/blob-ok", get(|| async { "hello" }))
         .fallback(|| async {
             (
                 axum::http::StatusCode::NOT_FOUND,
@@ -123,7 +136,15 @@ async fn a_malicious_server_cannot_make_the_daemon_write_outside_its_folder() {
     let report = d.syncer.pass().await.unwrap();
     // Every hostile entry was refused and reported; none was written.
     assert_eq!(report.downloaded, 0, "{report:?}");
-    assert!(report.problems.len() >= 9, "{:?}", report.problems);
+    assert!(report.problems.len() >= 10, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.path == "short.txt" && p.why.contains("5 bytes in storage but 10")),
+        "{:?}",
+        report.problems
+    );
     assert_eq!(
         tree(outside.path()),
         before,

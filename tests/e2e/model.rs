@@ -2,14 +2,24 @@
 //! deletes and renames on a handful of names, sync at random, go offline,
 //! and get cut off mid-pass (the pass is dropped at a random moment, and
 //! the device restarts on the same folder and state, as after a lost
-//! connection or a crash). Afterwards both folders must be identical and
-//! no edit may be lost: every content a device wrote and no device
-//! replaced while holding it is still somewhere in the folder.
+//! connection or a crash). Faults on top: the synced folder renamed away
+//! mid-pass (and back), a folder in it made unreadable mid-pass (an empty
+//! read-only file system mounted over it, as when a share drops), the
+//! server's copy of the folder restored to an earlier backup, and another
+//! program reading and appending to files in the folder all along.
+//!
+//! Afterwards both folders must be identical, hold no bytes nobody wrote,
+//! and no edit may be lost: every content a device wrote and no device
+//! replaced or deleted while holding it is still somewhere in the folder.
+//! That is the invariant "a file that exists on some device is never
+//! deleted unless a device deleted it" — a fault is not a device.
 //!
 //! 200 seeds in CI; `DRIFTLESS_MODEL_SEEDS=N` runs N, and
 //! `DRIFTLESS_MODEL_SEED=S` replays one.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use driftless_tests::TestApp;
@@ -19,6 +29,8 @@ use rand::{Rng, SeedableRng};
 use crate::device::Device;
 
 const NAMES: &[&str] = &["a.txt", "b.txt", "c.md", "d/e.txt", "d/f.txt", "g/h.bin"];
+/// Written by the busy program, not by the model's devices.
+const BUSY_LOG: &str = "busy.log";
 const STEPS: usize = 30;
 
 /// What the model knows of one device.
@@ -43,8 +55,50 @@ impl Side {
     }
 }
 
+/// The folder as the model's devices wrote it: the busy program's log
+/// (and conflicted copies of it) left out.
 fn current(d: &Device) -> BTreeMap<String, Vec<u8>> {
-    d.tree()
+    let mut t = d.tree();
+    t.retain(|k, _| !k.starts_with("busy"));
+    t
+}
+
+/// The busy program's files.
+fn busy_files(d: &Device) -> BTreeMap<String, Vec<u8>> {
+    let mut t = d.tree();
+    t.retain(|k, _| k.starts_with("busy"));
+    t
+}
+
+/// Another program in the folder: reads files and appends to a log, all
+/// the time, until stopped.
+fn busy(dir: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let _ = std::fs::read(dir.join(NAMES[n as usize % NAMES.len()]));
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(BUSY_LOG))
+            {
+                let _ = writeln!(f, "busy {n}");
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+/// Runs `cmd`; a fault the test cannot inject fails it loudly.
+fn must(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {} (the model's faults need CAP_SYS_ADMIN, as .ci/run has)",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 async fn run_seed(app: &TestApp, seed: u64) -> Result<(), String> {
@@ -74,6 +128,10 @@ async fn run_seed(app: &TestApp, seed: u64) -> Result<(), String> {
     let mut superseded: HashSet<Vec<u8>> = HashSet::new();
     let mut log = Vec::new();
     let mut counter = 0u64;
+    let mut backup = None;
+    let stop_busy = Arc::new(AtomicBool::new(false));
+    let busy_at = rng.random_range(0..2usize);
+    let busy_thread = busy(sides[busy_at].device.path().to_owned(), stop_busy.clone());
     for step in 0..STEPS {
         let who = rng.random_range(0..2usize);
         let side = &mut sides[who];
@@ -119,12 +177,91 @@ async fn run_seed(app: &TestApp, seed: u64) -> Result<(), String> {
                     if side.online { "online" } else { "offline" }
                 ));
             }
-            58..70 if side.online => {
+            58..66 if side.online => {
                 // Cut off mid-pass, then restart on the same folder and state.
                 let after = Duration::from_millis(rng.random_range(1..40));
                 let _ = tokio::time::timeout(after, d.syncer.pass()).await;
                 side.restart();
                 log.push(format!("{step}: {} is cut off after {after:?}", side.name));
+            }
+            66..69 if side.online => {
+                // The folder is renamed away mid-pass, then back.
+                let dir = d.path().to_owned();
+                let away = dir.with_extension("away");
+                let after = Duration::from_millis(rng.random_range(0..30));
+                let rename = async {
+                    tokio::time::sleep(after).await;
+                    std::fs::rename(&dir, &away).unwrap();
+                };
+                let (r, ()) = tokio::join!(d.syncer.pass(), rename);
+                std::fs::rename(&away, &dir).unwrap();
+                log.push(format!(
+                    "{step}: {}'s folder is renamed away after {after:?} ({})",
+                    side.name,
+                    if r.is_ok() {
+                        "pass done"
+                    } else {
+                        "pass refused"
+                    }
+                ));
+            }
+            69..72 if side.online => {
+                // A folder in it becomes unreadable mid-pass: an empty,
+                // read-only file system is mounted over it, then removed.
+                let sub = d.path().join("d");
+                std::fs::create_dir_all(&sub).unwrap();
+                let after = Duration::from_millis(rng.random_range(0..30));
+                let hide = async {
+                    tokio::time::sleep(after).await;
+                    // The pass may prune the folder if it empties it: make
+                    // it again until the mount takes.
+                    for _ in 0..20 {
+                        let _ = std::fs::create_dir_all(&sub);
+                        let out = std::process::Command::new("mount")
+                            .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+                            .arg(&sub)
+                            .output()
+                            .unwrap();
+                        if out.status.success() {
+                            return;
+                        }
+                    }
+                    must(
+                        std::process::Command::new("mount")
+                            .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+                            .arg(&sub),
+                    );
+                };
+                let (r, ()) = tokio::join!(d.syncer.pass(), hide);
+                let r2 = d.syncer.pass().await;
+                must(std::process::Command::new("umount").arg(&sub));
+                log.push(format!(
+                    "{step}: {}'s folder d/ unreadable after {after:?} ({}, {})",
+                    side.name,
+                    if r.is_ok() {
+                        "pass done"
+                    } else {
+                        "pass refused"
+                    },
+                    if r2.is_ok() {
+                        "pass done"
+                    } else {
+                        "pass refused"
+                    }
+                ));
+            }
+            72..75 => {
+                // The server's copy of the folder: a backup, or a restore of it.
+                match backup.take() {
+                    None => {
+                        backup = Some(app.snapshot_folder(ns).await);
+                        log.push(format!("{step}: the server is backed up"));
+                    }
+                    Some(b) => {
+                        app.restore_folder(&b).await;
+                        log.push(format!("{step}: the server is restored from the backup"));
+                    }
+                }
             }
             _ if side.online => {
                 if let Err(e) = d.syncer.pass().await {
@@ -140,7 +277,9 @@ async fn run_seed(app: &TestApp, seed: u64) -> Result<(), String> {
             _ => {}
         }
     }
-    // Everyone back online until nothing moves.
+    // The busy program stops; everyone back online until nothing moves.
+    stop_busy.store(true, Ordering::Relaxed);
+    let _ = busy_thread.join();
     for s in &mut sides {
         s.restart();
     }
@@ -163,6 +302,9 @@ async fn run_seed(app: &TestApp, seed: u64) -> Result<(), String> {
             quiet = true;
             break;
         }
+    }
+    if busy_files(&sides[0].device) != busy_files(&sides[1].device) {
+        return Err(format!("the busy log differs\n{}", log.join("\n")));
     }
     let (ta, tb) = (current(&sides[0].device), current(&sides[1].device));
     let show = |t: &BTreeMap<String, Vec<u8>>| {
@@ -190,11 +332,15 @@ async fn run_seed(app: &TestApp, seed: u64) -> Result<(), String> {
         ));
     }
     let present: HashSet<&Vec<u8>> = ta.values().collect();
-    for c in ta.values() {
+    for (path, c) in &ta {
         if !written.contains(c) {
             return Err(format!(
-                "a file holds bytes nobody wrote\n{}",
-                log.join("\n")
+                "a file holds bytes nobody wrote: {path} = {:?} ({} bytes)\n  final {:?}\n{}\njournal:\n{}",
+                String::from_utf8_lossy(&c[..c.len().min(60)]),
+                c.len(),
+                show(&ta),
+                log.join("\n"),
+                journal(app, ns).await,
             ));
         }
     }

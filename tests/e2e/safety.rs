@@ -217,8 +217,8 @@ async fn a_restored_server_gets_the_newer_files_again_and_no_device_deletes_them
     a.write("edited.txt", b"v2, after the backup");
     a.pass().await;
     b.pass().await;
-    let want = a.tree();
-    assert_eq!(b.tree(), want);
+    let want = a.digests();
+    assert_eq!(b.digests(), want);
 
     // The operator restores the server from the backup.
     app.restore_folder(&backup).await;
@@ -227,10 +227,10 @@ async fn a_restored_server_gets_the_newer_files_again_and_no_device_deletes_them
     // Neither device deletes anything; the newer files go up again.
     let r = b.pass().await;
     assert_eq!(r.deleted_here, 0, "{r:?}");
-    assert_eq!(b.tree(), want);
+    assert_eq!(b.digests(), want);
     let r = a.pass().await;
     assert_eq!(r.deleted_here, 0, "{r:?}");
-    assert_eq!(a.tree(), want);
+    assert_eq!(a.digests(), want);
     assert_eq!(
         server_paths(&app, ns).await,
         ["dir/new2.bin", "edited.txt", "new1.txt", "old.txt"]
@@ -239,7 +239,7 @@ async fn a_restored_server_gets_the_newer_files_again_and_no_device_deletes_them
     let token_c = app.device("ada", "tablet").await;
     let c = Device::new(&app.url, &token_c, ns, "tablet");
     c.pass().await;
-    assert_eq!(c.tree(), want);
+    assert_eq!(c.digests(), want);
     // A delete after the restore is still a delete.
     a.remove("old.txt");
     a.pass().await;

@@ -295,6 +295,7 @@ async fn thousands_of_injected_drifts_are_all_found_and_repaired_and_nothing_ref
                 expires_at_ms: if expired { past } else { past + 3_600_000 },
                 committing_until_ms: None,
             },
+            &[],
         )
         .await
         .unwrap();

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 mod broker;
 mod process;
+mod proxy;
 
 pub use broker::{TestBroker, read_topic};
 pub use process::{ConsumerProcess, ServerProcess};
+pub use proxy::{BlackHole, TcpProxy};
 
 use driftless_store::{BlobConfig, BlobStore, Db, EmbeddedS3};
 use rand::Rng;
@@ -149,6 +151,7 @@ impl TestS3 {
                         .expect("DRIFTLESS_TEST_S3_SECRET_KEY"),
                     path_style: true,
                     presign_ttl,
+                    read_timeout: driftless_store::blob::READ_TIMEOUT,
                 };
                 (config, None, None)
             }
@@ -192,6 +195,20 @@ pub struct AppOptions {
     pub max_in_flight: usize,
     /// Long-polls held at once before 429.
     pub max_long_polls: usize,
+    /// Requests one user runs at once before 429.
+    pub max_in_flight_per_user: usize,
+    /// Long-polls one device holds before 429.
+    pub max_long_polls_per_device: usize,
+    /// How long a device token lives unused.
+    pub token_ttl: Option<Duration>,
+    /// Time to send request headers, and to stay idle between requests.
+    pub header_read_timeout: Duration,
+    /// Object storage reached through a [`TcpProxy`] the test can freeze
+    /// (the server's calls and the presigned URLs alike), with this silence
+    /// limit for the server's S3 client.
+    pub s3_proxy: Option<Duration>,
+    /// The token `/metrics` asks for.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -202,6 +219,12 @@ impl Default for AppOptions {
             run_consumers: true,
             max_in_flight: 512,
             max_long_polls: 100_000,
+            max_in_flight_per_user: 64,
+            max_long_polls_per_device: 16,
+            token_ttl: None,
+            header_read_timeout: Duration::from_secs(10),
+            s3_proxy: None,
+            metrics_token: None,
         }
     }
 }
@@ -216,6 +239,8 @@ pub struct TestApp {
     pub s3: TestS3,
     /// The database (dropped with the app).
     pub db: TestDb,
+    /// The proxy in front of object storage, if the options asked for one.
+    pub s3_proxy: Option<TcpProxy>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -267,6 +292,12 @@ impl TestApp {
             run_consumers,
             max_in_flight,
             max_long_polls,
+            max_in_flight_per_user,
+            max_long_polls_per_device,
+            token_ttl,
+            header_read_timeout,
+            s3_proxy,
+            metrics_token,
         } = options;
         // RUST_LOG=debug shows the server's logs (500s carry their detail there).
         if std::env::var_os("RUST_LOG").is_some() {
@@ -276,9 +307,27 @@ impl TestApp {
                 .try_init();
         }
         let s3 = TestS3::start(Duration::from_secs(300)).await;
+        let (store, proxy) = match s3_proxy {
+            None => (s3.store.clone(), None),
+            Some(read_timeout) => {
+                let target = s3
+                    .config
+                    .endpoint
+                    .trim_start_matches("http://")
+                    .parse()
+                    .unwrap();
+                let proxy = TcpProxy::start(target).await;
+                let config = BlobConfig {
+                    endpoint: proxy.url(),
+                    read_timeout,
+                    ..s3.config.clone()
+                };
+                (BlobStore::new(&config), Some(proxy))
+            }
+        };
         let state = driftless_api::state::AppState::new(
             db.db.clone(),
-            s3.store.clone(),
+            store,
             vec![driftless_protocol_key()],
             driftless_api::state::Settings {
                 upload_ttl,
@@ -289,6 +338,11 @@ impl TestApp {
                 max_in_flight,
                 shutdown_grace: Duration::from_secs(10),
                 run_consumers,
+                max_in_flight_per_user,
+                max_long_polls_per_device,
+                token_ttl,
+                header_read_timeout,
+                metrics_token,
                 ..driftless_api::state::Settings::default()
             },
         )
@@ -304,6 +358,7 @@ impl TestApp {
             state,
             s3,
             db,
+            s3_proxy: proxy,
             stop: None,
             served: None,
         };
@@ -368,7 +423,7 @@ impl TestApp {
             .unwrap()
             .unwrap();
         let (token, hash) = driftless_api::auth::new_token();
-        driftless_store::meta::accounts::create_device(&self.state.db, user, device, &hash)
+        driftless_store::meta::accounts::create_device(&self.state.db, user, device, &hash, None)
             .await
             .unwrap();
         token
@@ -423,8 +478,23 @@ impl TestApp {
     /// transaction: what an operator's restore from a backup does to it
     /// (everything committed since is forgotten; objects in S3 stay).
     pub async fn restore_folder(&self, snap: &FolderSnapshot) {
+        // The workers keep writing meanwhile (the verifier's marks, say):
+        // a deadlock with one of them is retried, as an operator would.
+        for attempt in 0.. {
+            match self.try_restore(snap).await {
+                Ok(()) => return,
+                Err(e) if attempt < 20 => {
+                    eprintln!("restore of folder {} retried: {e}", snap.ns);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("restore of folder {} failed: {e}", snap.ns),
+            }
+        }
+    }
+
+    async fn try_restore(&self, snap: &FolderSnapshot) -> Result<(), sqlx::Error> {
         let FolderSnapshot { ns, tag } = snap;
-        let mut tx = self.state.db.begin().await.unwrap();
+        let mut tx = self.state.db.begin().await?;
         // The namespace row first: it is the commit lock, so no commit of
         // this folder interleaves with the restore.
         sqlx::query(&format!(
@@ -432,19 +502,16 @@ impl TestApp {
              compacted_seq = (SELECT compacted_seq FROM {tag}_namespaces) WHERE id = {ns}"
         ))
         .execute(&mut *tx)
-        .await
-        .unwrap();
+        .await?;
         for t in FOLDER_TABLES {
             sqlx::query(&format!("DELETE FROM {t} WHERE namespace_id = {ns}"))
                 .execute(&mut *tx)
-                .await
-                .unwrap();
+                .await?;
             sqlx::query(&format!("INSERT INTO {t} SELECT * FROM {tag}_{t}"))
                 .execute(&mut *tx)
-                .await
-                .unwrap();
+                .await?;
         }
-        tx.commit().await.unwrap();
+        tx.commit().await
     }
 }
 

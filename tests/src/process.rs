@@ -27,6 +27,30 @@ impl ServerProcess {
         s3: &TestS3,
         extra: &[(&str, String)],
     ) -> Self {
+        let stores: Vec<(&str, String)> = stores_env(db, s3).into_iter().collect();
+        Self::launch(bin, stores, extra).await
+    }
+
+    /// The embedded default (SQLite and the in-process S3 endpoint in its
+    /// data folder, the in-process event bus), with `extra` environment.
+    pub async fn start_embedded(bin: &std::path::Path, extra: &[(&str, String)]) -> Self {
+        let s3_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let embedded = vec![(
+            "DRIFTLESS_EMBEDDED_S3_LISTEN",
+            format!("127.0.0.1:{s3_port}"),
+        )];
+        Self::launch(bin, embedded, extra).await
+    }
+
+    async fn launch(
+        bin: &std::path::Path,
+        stores: Vec<(&str, String)>,
+        extra: &[(&str, String)],
+    ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -43,7 +67,7 @@ impl ServerProcess {
             ("RUST_LOG", "warn".into()),
         ]
         .into_iter()
-        .chain(stores_env(db, s3))
+        .chain(stores)
         .chain(extra.iter().map(|(k, v)| (*k, v.clone())))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
@@ -117,6 +141,15 @@ impl ServerProcess {
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sets (or with `None` removes) a variable of the environment the next
+    /// [`ServerProcess::restart`] starts the server with.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v.to_owned()));
+        }
     }
 
     /// Kills the server with SIGKILL: no shutdown code runs.

@@ -65,12 +65,39 @@ fn cursor_for(state: &AppState, ns: NamespaceId, s: &str) -> ApiResult<Cursor> {
         .map_err(|e| ApiError::new(e.code(), e.to_string()))
 }
 
-fn encode(state: &AppState, c: &Cursor) -> ApiResult<String> {
+/// Signs a cursor, stamped with the journal entry it stands on.
+async fn encode(state: &AppState, c: &Cursor) -> ApiResult<String> {
     let key = state
         .cursor_keys
         .first()
         .ok_or_else(|| ApiError::code(ErrorCode::Internal))?;
+    let mut c = c.clone();
+    c.stamp = journal::stamp(&state.db, c.namespace, c.seq()).await?;
     Ok(c.encode(key))
+}
+
+/// A cursor into a history this folder no longer has: its journal entry
+/// at the cursor's seq is another one now (the folder was restored from a
+/// backup and has committed other changes since), or is missing though
+/// not compacted. The device must start over, and compare (410).
+async fn check_history(state: &AppState, b: &Bounds, c: &Cursor) -> ApiResult<()> {
+    let Some(stamp) = c.stamp else {
+        return Ok(());
+    };
+    let seq = c.seq();
+    if seq <= b.compacted || seq > b.head {
+        return Ok(()); // check_retained decides
+    }
+    if journal::stamp(&state.db, c.namespace, seq).await? != Some(stamp) {
+        return Err(ApiError::new(
+            ErrorCode::CursorReset,
+            format!(
+                "the folder's history changed since this cursor (seq {} is another change now: restored from a backup?); bootstrap again without a cursor",
+                seq.0
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn bounds(state: &AppState, ns: NamespaceId) -> ApiResult<Bounds> {
@@ -133,14 +160,17 @@ async fn changes(
                 as_of: b.head,
                 after: None,
             },
+            stamp: None,
         },
     };
+    check_history(&state, &b, &cursor).await?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let prefix = cursor.prefix.clone();
     let next = |position| Cursor {
         namespace: ns,
         prefix: prefix.clone(),
         position,
+        stamp: None,
     };
     let page = match &cursor.position {
         Position::Snapshot { as_of, after } => {
@@ -162,7 +192,7 @@ async fn changes(
             };
             ChangesPage {
                 entries,
-                cursor: encode(&state, &next(position))?,
+                cursor: encode(&state, &next(position)).await?,
                 has_more: more || b.head > *as_of,
                 snapshot: true,
             }
@@ -180,7 +210,7 @@ async fn changes(
             let upto = if more { last } else { last.max(b.head) };
             ChangesPage {
                 entries,
-                cursor: encode(&state, &next(Position::Journal { after: upto }))?,
+                cursor: encode(&state, &next(Position::Journal { after: upto })).await?,
                 has_more: more,
                 snapshot: false,
             }
@@ -223,6 +253,7 @@ async fn wait(
     };
     let b = bounds(&state, ns).await?;
     check_retained(&b, after)?;
+    check_history(&state, &b, &cursor).await?;
     let mut echo = Echo {
         state: &state,
         ns,
@@ -231,13 +262,26 @@ async fn wait(
         skipped: false,
     };
     if b.head > after && !echo.own_only(&mut after, b.head).await? {
-        return echo.moved(after);
+        return echo.moved(after).await;
     }
     let secs = q.timeout.unwrap_or(DEFAULT_WAIT).clamp(1, MAX_WAIT);
     // Jitter spreads the reconnects of many devices that started together.
     let jitter = rand::rng().random_range(0..=secs * 100);
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(secs) + Duration::from_millis(jitter);
+    // One device holds a few long-polls at most (one per folder it
+    // syncs, and some slack): one token cannot take every slot.
+    let Some(_slot) = state.limits.long_polls.try_take(&caller.device) else {
+        state.metrics.shed(Shed::LongPolls);
+        return Err(ApiError::rate_limited(
+            format!(
+                "this device holds {} long-polls already",
+                state.limits.long_polls.max()
+            ),
+            crate::ops::retry_after(5, 30),
+        ));
+    };
+    let mut revoked = state.revoked.subscribe();
     let notifier = &state.notifier;
     if notifier.held() >= state.settings.max_long_polls {
         state.metrics.shed(Shed::LongPolls);
@@ -254,7 +298,7 @@ async fn wait(
         // Registered first, checked second: a commit in between still wakes us.
         let head = bounds(&state, ns).await?.head;
         if head > after && !echo.own_only(&mut after, head).await? {
-            return echo.moved(after);
+            return echo.moved(after).await;
         }
         let poll = if notifier.healthy() {
             POLL_HEALTHY
@@ -274,14 +318,23 @@ async fn wait(
             _ = woke => {}
             _ = tokio::time::sleep(poll) => {}
             _ = tokio::time::sleep_until(deadline) => {
-                let mut r = answer(false, echo.advanced(after)?);
+                let mut r = answer(false, echo.advanced(after).await?);
                 r.backoff_ms = backoff(&state);
                 return Ok(r);
+            }
+            // Signed out on the server (here): the long-poll ends now.
+            r = revoked.recv() => {
+                if matches!(r, Ok(d) if d == caller.device) {
+                    return Err(ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "this device was signed out on the server; sign in again",
+                    ));
+                }
             }
             // Shutting down: let the device go now, to come back (to
             // another server) after a short pause spread over 0-2 s.
             _ = state.stopping.cancelled() => {
-                let mut r = answer(false, echo.advanced(after)?);
+                let mut r = answer(false, echo.advanced(after).await?);
                 r.backoff_ms = Some(rand::rng().random_range(0..=2_000));
                 return Ok(r);
             }
@@ -333,7 +386,7 @@ impl Echo<'_> {
         Ok(mine)
     }
 
-    fn advanced(&self, after: Seq) -> ApiResult<Option<String>> {
+    async fn advanced(&self, after: Seq) -> ApiResult<Option<String>> {
         if !self.skipped {
             return Ok(None);
         }
@@ -341,12 +394,13 @@ impl Echo<'_> {
             namespace: self.ns,
             prefix: self.cursor.prefix.clone(),
             position: Position::Journal { after },
+            stamp: None,
         };
-        encode(self.state, &c).map(Some)
+        encode(self.state, &c).await.map(Some)
     }
 
-    fn moved(&self, after: Seq) -> ApiResult<axum::Json<WaitResponse>> {
-        Ok(answer(true, self.advanced(after)?))
+    async fn moved(&self, after: Seq) -> ApiResult<axum::Json<WaitResponse>> {
+        Ok(answer(true, self.advanced(after).await?))
     }
 }
 

@@ -224,7 +224,18 @@ async fn create(
         expires_at_ms,
         committing_until_ms: None,
     };
-    uploads::create_session(&state.db, &session).await?;
+    // The chunks the session's files name, once each: a part registration
+    // looks up only its own.
+    let mut lengths: Vec<(ChunkHash, u32)> = Vec::new();
+    let mut named = HashSet::new();
+    for p in &pending {
+        for c in &p.op.chunks {
+            if named.insert(c.hash) {
+                lengths.push((c.hash, c.len));
+            }
+        }
+    }
+    uploads::create_session(&state.db, &session, &lengths).await?;
     tracing::info!(namespace = %ns, upload = %id, files = pending.len(), chunks = needed.len(), "upload session created");
     let upload_id = UploadId::try_from(id).map_err(|_| ApiError::code(ErrorCode::Internal))?;
     Ok(axum::Json(CreatedUpload {

@@ -268,13 +268,27 @@ async fn a_long_poll_returns_when_the_namespace_moves_or_at_its_timeout() {
 
 #[tokio::test]
 async fn a_hundred_pollers_see_every_seq_of_64_writers_once_in_order() {
-    hundred_pollers_64_writers(TestApp::spawn().await).await;
+    hundred_pollers_64_writers(busy_app(None).await).await;
+}
+
+/// A server where one user may run many requests at once: these tests
+/// load the journal with one user's 64 writers and 100 devices.
+async fn busy_app(kafka: Option<driftless_store::KafkaConfig>) -> TestApp {
+    TestApp::spawn_configured(
+        driftless_tests::TestDb::postgres().await,
+        driftless_tests::AppOptions {
+            kafka,
+            max_in_flight_per_user: 1_000,
+            ..driftless_tests::AppOptions::default()
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_hundred_pollers_see_every_seq_of_64_writers_once_in_order_through_kafka() {
     let broker = driftless_tests::TestBroker::start().await;
-    let app = TestApp::spawn_kafka(&broker).await;
+    let app = busy_app(Some(broker.fresh_topic())).await;
     assert!(matches!(
         app.state.events,
         driftless_store::EventBus::Kafka(_)
@@ -288,16 +302,24 @@ async fn a_hundred_pollers_see_every_seq_of_64_writers_once_in_order_through_kaf
 async fn hundred_pollers_64_writers(app: TestApp) {
     let (token, ns) = app.user("fay", None).await;
     let api = Arc::new(Api::new(&app.url, &token));
-    // The pollers are other devices of the folder's owner.
-    let follower = Arc::new(Api::new(&app.url, &app.device("fay", "phone").await));
+    // The pollers are other devices of the folder's owner (a device holds
+    // only a few long-polls at once).
+    let mut followers = Vec::new();
+    for i in 0..100 {
+        followers.push(Arc::new(Api::new(
+            &app.url,
+            &app.device("fay", &format!("phone-{i}")).await,
+        )));
+    }
     put(&api, ns, "seed.txt", None, "seed").await;
     let (_, cursor) = drain(&api, ns, "").await;
     const WRITERS: u64 = 64;
     const EACH: u64 = 4;
     let last = 1 + WRITERS * EACH;
 
-    let pollers: Vec<_> = (0..100)
-        .map(|_| {
+    let pollers: Vec<_> = followers
+        .iter()
+        .map(|follower| {
             let api = follower.clone();
             let mut cursor = cursor.clone();
             tokio::spawn(async move {

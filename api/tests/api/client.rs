@@ -259,13 +259,24 @@ pub(crate) async fn share(owner: &Api, ns: u64, member: &str, role: &str) -> u16
     resp.status().as_u16()
 }
 
-/// A folder `name` owned by `owner`, shared with each of `members` as editors.
-pub(crate) async fn team_folder(owner: &Api, name: &str, members: &[&str]) -> u64 {
+/// Accepts the caller's invitation to `ns`.
+pub(crate) async fn accept(member: &Api, ns: u64) -> Value {
+    let (status, v) = member
+        .post(&format!("/v1/invitations/{ns}"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "accept: {v}");
+    v
+}
+
+/// A folder `name` owned by `owner`, shared with each of `members` (user
+/// name, and that user's client) as editors, who accept.
+pub(crate) async fn team_folder(owner: &Api, name: &str, members: &[(&str, &Api)]) -> u64 {
     let (status, v) = owner.post("/v1/namespaces", &json!({ "name": name })).await;
     assert_eq!(status, 201, "{v}");
     let ns = v["id"].as_u64().unwrap();
-    for m in members {
-        assert_eq!(share(owner, ns, m, "editor").await, 204);
+    for (m, api) in members {
+        assert_eq!(share(owner, ns, m, "editor").await, 202);
+        accept(api, ns).await;
     }
     ns
 }

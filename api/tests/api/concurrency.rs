@@ -13,7 +13,16 @@ use crate::uploads::{committed, data};
 
 #[tokio::test]
 async fn twenty_racing_commits_one_wins_and_a_hundred_retries_make_one_version() {
-    let app = TestApp::spawn().await;
+    // One user sending 120 requests at once: above the default per-user
+    // limit, which this test is not about.
+    let app = TestApp::spawn_configured(
+        driftless_tests::TestDb::postgres().await,
+        driftless_tests::AppOptions {
+            max_in_flight_per_user: 1_000,
+            ..driftless_tests::AppOptions::default()
+        },
+    )
+    .await;
     let (token, ns) = app.user("quinn", None).await;
     let api = Arc::new(Api::new(&app.url, &token));
 

@@ -4,12 +4,15 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod accounts;
 mod changes;
 mod client;
 mod concurrency;
 mod config;
+mod connections;
 mod events;
 mod integrity;
+mod logs;
 mod openapi;
 mod ops;
 mod reconcile;
@@ -18,5 +21,6 @@ mod restart;
 mod sharing;
 mod shedding;
 mod shutdown;
+mod timeouts;
 mod trust;
 mod uploads;

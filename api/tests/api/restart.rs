@@ -89,3 +89,69 @@ async fn a_session_survives_kill_9_and_resumes_with_only_the_missing_parts() {
     server.restart().await;
     download_both_ways(&api, ns, "video.bin", &bytes).await;
 }
+
+#[tokio::test]
+async fn a_server_killed_mid_commit_lets_the_retry_through_within_seconds() {
+    let db = TestDb::postgres().await;
+    let s3 = TestS3::start(Duration::from_secs(300)).await;
+    let mut server = ServerProcess::start_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_driftless-server")),
+        &db,
+        &s3,
+        &[("DRIFTLESS_FAILPOINT", "commit-after-complete".into())],
+    )
+    .await;
+    let token = server
+        .admin(&["create-user", "rita", "--device", "laptop"], "")
+        .await;
+    let api = Api::new(&server.url, token.trim());
+    let (_, v) = api.get("/v1/namespaces").await;
+    let ns = v[0]["id"].as_u64().unwrap();
+    let bytes = data(12 << 20, 22);
+    let file = prepare("clip.bin", &bytes, None, "op-clip");
+    let (upload_id, parts) = begin(&api, ns, &file).await;
+    let mut etags: Vec<Value> = Vec::new();
+    for p in &parts {
+        let etag = send_part(&api, upload_id.as_str(), p).await;
+        etags.push(json!({"part_number": p.request.part_number, "etag": etag}));
+    }
+    // The server dies in the middle of the commit (S3 assembled the pack,
+    // nothing is recorded yet), and comes back.
+    let commit = json!({ "parts": etags });
+    let died = api
+        .http
+        .post(format!("{}/v1/uploads/{upload_id}/commit", server.url))
+        .bearer_auth(&api.token)
+        .json(&commit)
+        .send()
+        .await;
+    assert!(died.is_err(), "the commit's server died under it");
+    let crashed = std::time::Instant::now();
+    server.set_env("DRIFTLESS_FAILPOINT", None);
+    server.restart().await;
+
+    // The client retries as it is told: busy while the dead commit's lease
+    // runs out (seconds), then the commit goes through.
+    let took = loop {
+        let (status, v) = api
+            .post(&format!("/v1/uploads/{upload_id}/commit"), &commit)
+            .await;
+        if status == 200 {
+            assert_eq!(v["results"][0]["status"], "committed", "{v}");
+            break crashed.elapsed();
+        }
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (409, Some("upload_busy")),
+            "{v}"
+        );
+        assert!(
+            crashed.elapsed() < Duration::from_secs(60),
+            "still busy after a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("commit retried through {took:?} after the crash");
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    download_both_ways(&api, ns, "clip.bin", &bytes).await;
+}

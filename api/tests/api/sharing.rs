@@ -4,7 +4,7 @@ use driftless_protocol::*;
 use driftless_tests::TestApp;
 use serde_json::json;
 
-use crate::client::{Api, prepare, share, upload};
+use crate::client::{Api, accept, prepare, share, upload};
 
 #[tokio::test]
 async fn shared_folders_enforce_roles() {
@@ -36,9 +36,18 @@ async fn shared_folders_enforce_roles() {
         404,
         "a non-member cannot even see the folder"
     );
-    assert_eq!(share(&alice, team, "nobody", "viewer").await, 404);
+    // Sharing says the same whether or not the user exists.
+    assert_eq!(share(&alice, team, "nobody", "viewer").await, 202);
     assert_eq!(share(&alice, team, "bob", "admin").await, 400);
-    assert_eq!(share(&alice, team, "bob", "viewer").await, 204);
+    assert_eq!(share(&alice, team, "bob", "viewer").await, 202);
+    // An invitation is not a membership until Bob accepts it.
+    assert_eq!(
+        bob.get(&format!("/v1/namespaces/{team}/manifest?path=plan.txt"))
+            .await
+            .0,
+        404
+    );
+    accept(&bob, team).await;
 
     // A viewer reads but cannot write or share.
     let (_, list) = bob.get("/v1/namespaces").await;

@@ -27,6 +27,8 @@ async fn sigterm_lets_long_polls_go_finishes_the_commit_in_flight_publishes_it_a
             ("DRIFTLESS_KAFKA_PARTITIONS", "4".into()),
             ("DRIFTLESS_LOG_FORMAT", "json".into()),
             ("DRIFTLESS_SHUTDOWN_GRACE_SECS", "20".into()),
+            // One device holds the 20 long-polls of this test.
+            ("DRIFTLESS_MAX_LONG_POLLS_PER_DEVICE", "32".into()),
             ("RUST_LOG", "info".into()),
         ],
     )
@@ -63,7 +65,12 @@ async fn sigterm_lets_long_polls_go_finishes_the_commit_in_flight_publishes_it_a
             })
         })
         .collect();
+    let held_by = Instant::now() + Duration::from_secs(30);
     while scrape(&server.url).await["driftless_long_polls_held"] < 20.0 {
+        assert!(
+            Instant::now() < held_by,
+            "the 20 long-polls were never all held"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

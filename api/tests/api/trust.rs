@@ -87,7 +87,7 @@ async fn garbage_uploaded_under_a_hash_never_wins_over_an_honest_upload() {
     let (mallory_token, _) = app.user("mallory", None).await;
     let alice = Api::new(&app.url, &alice_token);
     let mallory = Api::new(&app.url, &mallory_token);
-    let ns = team_folder(&alice, "team", &["mallory"]).await;
+    let ns = team_folder(&alice, "team", &[("mallory", &mallory)]).await;
 
     // Mallory first, Alice second.
     let report = data(3 << 20, 41);
@@ -129,7 +129,7 @@ async fn a_session_cannot_commit_chunks_it_neither_uploaded_nor_may_reuse() {
     let (mallory_token, _) = app.user("mallory", None).await;
     let alice = Api::new(&app.url, &alice_token);
     let mallory = Api::new(&app.url, &mallory_token);
-    let ns = team_folder(&alice, "team", &["mallory"]).await;
+    let ns = team_folder(&alice, "team", &[("mallory", &mallory)]).await;
     let bytes = data(1 << 20, 43);
     let honest = prepare("x.bin", &bytes, None, "x-1");
     upload_garbage_as(&mallory, ns, &honest).await;

@@ -234,7 +234,7 @@ async fn a_consumer_crashed_between_its_effect_and_its_offset_commit_applies_eac
         .await
         .unwrap()
         .unwrap();
-    let device = accounts::create_device(db, user, "laptop", &[1; 32])
+    let device = accounts::create_device(db, user, "laptop", &[1; 32], None)
         .await
         .unwrap();
 

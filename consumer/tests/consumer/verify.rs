@@ -61,6 +61,7 @@ pub(crate) async fn committed_pack(
             expires_at_ms: i64::MAX,
             committing_until_ms: None,
         },
+        &[],
     )
     .await
     .unwrap();
@@ -118,10 +119,10 @@ async fn settles_each_chunk(t: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    let laptop = accounts::create_device(db, user, "laptop", &[1; 32])
+    let laptop = accounts::create_device(db, user, "laptop", &[1; 32], None)
         .await
         .unwrap();
-    let phone = accounts::create_device(db, user, "phone", &[2; 32])
+    let phone = accounts::create_device(db, user, "phone", &[2; 32], None)
         .await
         .unwrap();
 
@@ -205,7 +206,7 @@ async fn a_missing_pack_object_settles_its_chunks_corrupt() {
         .await
         .unwrap()
         .unwrap();
-    let dev = accounts::create_device(&t.db, user, "d", &[3; 32])
+    let dev = accounts::create_device(&t.db, user, "d", &[3; 32], None)
         .await
         .unwrap();
     let mut pack = Vec::new();

@@ -27,6 +27,12 @@ impl Syncer {
         report: &mut PassReport,
     ) -> Result<(), SyncError> {
         let mut cursor = self.state.get(CURSOR_KEY)?;
+        // Starting over while this folder holds synced files (the cursor
+        // was reset: a restore, a long absence, a new server): the
+        // snapshot's revisions cannot be compared with the records here,
+        // so nothing is applied from it; the full comparison, which asks
+        // the server's history, decides (this pass).
+        let mut rebase = cursor.is_none() && self.state.has_synced()?;
         loop {
             let page = match self.api.changes(self.ns, cursor.as_deref(), PAGE).await {
                 Ok(p) => p,
@@ -43,11 +49,21 @@ impl Syncer {
                     // skipped entries removed.
                     tracing::warn!(code = %problem.code, "cursor no longer valid; bootstrapping again");
                     self.reconcile_soon();
+                    rebase = self.state.has_synced()?;
                     cursor = None;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
+            if rebase {
+                self.reconcile_soon();
+                self.state.set(CURSOR_KEY, &page.cursor)?;
+                cursor = Some(page.cursor);
+                if !page.has_more {
+                    break;
+                }
+                continue;
+            }
             // Puts of distinct paths are independent: they download several
             // at once. Anything else (or a path seen again) waits its turn.
             let mut run: Vec<&ChangeEntry> = Vec::new();

@@ -281,6 +281,7 @@ impl Syncer {
         report: &mut PassReport,
     ) -> Result<Vec<(SyncPath, String)>, SyncError> {
         let mut failed = Vec::new();
+        let mut retried = false;
         while !batch.is_empty() {
             let items = self.items_for(&batch)?;
             let sent = upload_batch(
@@ -315,12 +316,32 @@ impl Syncer {
                 Err(e) => return Err(e.into()),
             };
             report.bytes_up += sent.bytes_sent;
-            for (c, r) in batch.iter().zip(sent.results) {
-                if let Err(e) = self.apply_result(c, r.outcome, report).await {
-                    failed.push((c.path.clone(), e));
+            // A chunk the session counted on is gone (a session resumed
+            // across a server restore, a row removed as unreferenced the
+            // instant before): those files go once more, in a new session
+            // that asks again what the server holds.
+            let mut again = Vec::new();
+            for (c, r) in batch.into_iter().zip(sent.results) {
+                match r.outcome {
+                    Outcome::Error {
+                        code: ErrorCode::ChunkMissing,
+                        ..
+                    } if !retried => again.push(c),
+                    outcome => {
+                        if let Err(e) = self.apply_result(&c, outcome, report).await {
+                            failed.push((c.path.clone(), e));
+                        }
+                    }
                 }
             }
-            return Ok(failed);
+            if !again.is_empty() {
+                tracing::info!(
+                    files = again.len(),
+                    "chunks the session counted on are gone; sending those files again"
+                );
+            }
+            retried = true;
+            batch = again;
         }
         Ok(failed)
     }

@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use driftless_protocol::{ChangeKind, ErrorCode, SyncPath, VersionView};
+use driftless_protocol::{ChangeKind, ContentHash, ErrorCode, Rev, SyncPath, VersionView};
 
 use super::{PassReport, SyncError, Syncer};
 use crate::http::ClientError;
@@ -67,6 +67,7 @@ impl Syncer {
         let snapshot = self.api.list(self.ns, None).await?;
         let mut live = HashSet::new();
         let mut todo = Vec::new();
+        let mut differ = Vec::new();
         for e in snapshot.iter().filter(|e| e.kind != ChangeKind::Delete) {
             let Ok(p) = SyncPath::parse(&e.path) else {
                 report.problem(e.path.as_str(), "refused path");
@@ -76,48 +77,77 @@ impl Syncer {
             if ignore.ignored(&p, false) {
                 continue;
             }
-            let synced = self.state.synced(&p)?;
-            // The server went back in time (a restore from a backup).
-            if let (Some(s), Some(h)) = (&synced, e.content_hash) {
-                if e.rev < s.rev {
-                    // It holds an older version than the one this device
-                    // agreed on: this device's version becomes an edit on
-                    // top of it, sent by the push.
-                    tracing::warn!(path = %p, server_rev = e.rev.0, agreed_rev = s.rev.0,
-                        "the server holds an older version than this device agreed on (restored from a backup?); this device's version is sent again");
-                    self.state.record(
-                        &Synced {
-                            path: p.clone(),
-                            rev: e.rev,
-                            content_hash: h,
-                            stat: LocalStat::UNKNOWN,
-                        },
-                        &[],
-                    )?;
-                    continue;
-                }
-                if e.rev == s.rev && h != s.content_hash {
-                    // Other bytes under the same revision number: two
-                    // histories. The push sends this device's file as new,
-                    // which conflicts: both are kept, side by side.
-                    tracing::warn!(path = %p, rev = e.rev.0,
-                        "the server holds other bytes under the revision this device agreed on (restored from a backup?); both versions are kept");
-                    self.state.forget(&p)?;
-                    continue;
-                }
-            }
             let local = self.root.stat(&p);
-            let missed = match (&synced, local) {
+            match self.state.synced(&p)? {
+                // Agreed.
+                Some(s) if s.rev == e.rev && Some(s.content_hash) == e.content_hash => {}
+                // Another version there: whether it follows this device's
+                // is for the server's history to say (revision numbers
+                // alone cannot: a restored server reuses them).
+                Some(s) => differ.push((p, s, local, e.rev, e.content_hash)),
                 // Not here and never seen: the server has it, this folder must.
-                (None, None) => std::fs::symlink_metadata(self.root.path_of(&p)).is_err(),
-                // Unchanged here, newer there.
-                (Some(s), Some(st)) => st == s.stat && s.rev < e.rev,
-                // Deleted here, but edited there since: the edit wins.
-                (Some(s), None) => s.rev < e.rev,
-                (None, Some(_)) => false,
+                None if local.is_none()
+                    && std::fs::symlink_metadata(self.root.path_of(&p)).is_err() =>
+                {
+                    todo.push((p, None));
+                }
+                // New here too: the push sends it (and conflicts if they differ).
+                None => {}
+            }
+        }
+        let theirs: std::collections::HashMap<SyncPath, (Rev, Option<ContentHash>)> = differ
+            .iter()
+            .map(|(p, _, _, rev, h)| (p.clone(), (*rev, *h)))
+            .collect();
+        let differ = differ
+            .into_iter()
+            .map(|(p, s, local, _, _)| (p, s, local))
+            .collect();
+        for (s, local, history) in self.histories(differ).await {
+            let history = match history {
+                Ok(h) => h,
+                Err(e) if e.retryable() => return Err(e.into()),
+                Err(e) => {
+                    report.problem(s.path.as_str(), e);
+                    continue;
+                }
             };
-            if missed {
-                todo.push((p, local));
+            let knows_ours = history
+                .iter()
+                .any(|v| !v.deleted && v.rev == s.rev && v.content_hash == Some(s.content_hash));
+            if knows_ours {
+                // The server moved on from the version agreed here: a clean
+                // file takes the new one; a file deleted here too (an edit
+                // there beats a delete here); a dirty one is the push's.
+                if local.is_none_or(|st| st == s.stat) {
+                    todo.push((s.path.clone(), local));
+                }
+                continue;
+            }
+            // The server forgot the version agreed here (restored from a
+            // backup, or reset). If what it holds is an earlier version of
+            // this device's, this device's goes on top of it; otherwise the
+            // file is new to the server, and the push sends it so that the
+            // two are kept side by side (a conflicted copy).
+            tracing::warn!(path = %s.path, rev = s.rev.0,
+                "the server does not know the version this device agreed on (restored from a backup?); this device's file is sent again");
+            if let Some((rev, Some(h))) = theirs.get(&s.path).copied()
+                && self.state.is_ancestor(&s.path, rev, &h)?
+            {
+                self.state.record(
+                    &Synced {
+                        path: s.path.clone(),
+                        rev,
+                        content_hash: h,
+                        stat: LocalStat::UNKNOWN,
+                    },
+                    &[],
+                )?;
+                continue;
+            }
+            self.state.forget(&s.path)?;
+            if local.is_none() {
+                todo.push((s.path.clone(), None));
             }
         }
         for (p, local) in todo {
@@ -137,26 +167,14 @@ impl Syncer {
             .into_iter()
             .filter(|s| !live.contains(&s.path) && !ignore.ignored(&s.path, false))
             .collect();
-        let judged = {
-            use futures_util::stream::{self, StreamExt};
-            stream::iter(gone)
-                .map(|s| async move {
-                    let h = match self.api.versions(self.ns, s.path.as_str()).await {
-                        Ok(h) => Ok(h),
-                        Err(ClientError::Api { problem, .. })
-                            if problem.code == ErrorCode::NotFound =>
-                        {
-                            Ok(Vec::new())
-                        }
-                        Err(e) => Err(e),
-                    };
-                    (s, h)
-                })
-                .buffer_unordered(PARALLEL)
-                .collect::<Vec<_>>()
-                .await
-        };
-        for (s, history) in judged {
+        let judged = self
+            .histories(
+                gone.into_iter()
+                    .map(|s| (s.path.clone(), s, None))
+                    .collect(),
+            )
+            .await;
+        for (s, _, history) in judged {
             let history = match history {
                 Ok(h) => h,
                 Err(e) if e.retryable() => return Err(e.into()),
@@ -189,6 +207,34 @@ impl Syncer {
             }
         }
         Ok(())
+    }
+
+    /// The server's history of each file, a few requests at once (a file
+    /// with no history at all has an empty one).
+    async fn histories(
+        &self,
+        files: Vec<(SyncPath, Synced, Option<LocalStat>)>,
+    ) -> Vec<(
+        Synced,
+        Option<LocalStat>,
+        Result<Vec<VersionView>, ClientError>,
+    )> {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(files)
+            .map(|(p, s, local)| async move {
+                let h = match self.api.versions(self.ns, p.as_str()).await {
+                    Err(ClientError::Api { problem, .. })
+                        if problem.code == ErrorCode::NotFound =>
+                    {
+                        Ok(Vec::new())
+                    }
+                    other => other,
+                };
+                (s, local, h)
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await
     }
 }
 

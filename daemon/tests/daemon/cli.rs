@@ -56,7 +56,11 @@ impl Cli {
         c.args(args)
             .env("DRIFTLESS_CONFIG_DIR", self.config.path())
             .env("DRIFTLESS_DEVICE", &self.device)
-            .env("RUST_LOG", "info")
+            // DRIFTLESS_TEST_CLI_LOG=debug shows the daemons' debug logs.
+            .env(
+                "RUST_LOG",
+                std::env::var("DRIFTLESS_TEST_CLI_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("DRIFTLESS_SERVER")
             .env_remove("DRIFTLESS_TOKEN")
             .kill_on_drop(true);

@@ -20,10 +20,12 @@ fn cursor() -> impl Strategy<Value = Cursor> {
         any::<bool>(),
         path.clone(),
         path,
+        proptest::option::of(any::<u64>()),
     )
-        .prop_map(|(ns, seq, snap, after, prefix)| Cursor {
+        .prop_map(|(ns, seq, snap, after, prefix, stamp)| Cursor {
             namespace: NamespaceId(ns),
             prefix,
+            stamp,
             position: if snap {
                 Position::Snapshot {
                     as_of: Seq(seq),

@@ -112,11 +112,14 @@ async fn insert_namespace(
     .fetch_one(&mut **tx)
     .await?;
     let id: i64 = row.try_get(0)?;
-    sqlx::query("INSERT INTO memberships (namespace_id, user_id, role) VALUES ($1, $2, 'owner')")
-        .bind(id)
-        .bind(owner.0)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO memberships (namespace_id, user_id, role, is_home) VALUES ($1, $2, 'owner', $3)",
+    )
+    .bind(id)
+    .bind(owner.0)
+    .bind(i64::from(is_home))
+    .execute(&mut **tx)
+    .await?;
     Ok(NamespaceId(from_db(id)))
 }
 
@@ -132,7 +135,228 @@ pub async fn create_shared_namespace(
     Ok(ns)
 }
 
-/// Grants `user` a role in `ns` (replacing any earlier role).
+/// Why a membership change was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Done.
+    Done,
+    /// The user is not a member.
+    NotMember,
+    /// It would leave the folder without an owner.
+    LastOwner,
+}
+
+/// Changes the role of an existing member of `ns`; never leaves the folder
+/// without an owner.
+pub async fn set_role(
+    db: &Db,
+    ns: NamespaceId,
+    user: UserId,
+    role: Role,
+) -> Result<MembershipChange, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let Some(current) = role_for_update(&mut tx, ns, user).await? else {
+        return Ok(MembershipChange::NotMember);
+    };
+    if current == Role::Owner && role != Role::Owner && owners(&mut tx, ns).await? <= 1 {
+        return Ok(MembershipChange::LastOwner);
+    }
+    sqlx::query("UPDATE memberships SET role = $1 WHERE namespace_id = $2 AND user_id = $3")
+        .bind(role.as_str())
+        .bind(to_db(ns.0))
+        .bind(user.0)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(MembershipChange::Done)
+}
+
+/// Removes `user` from `ns` (and any invitation); never the last owner,
+/// never from their home folder.
+pub async fn remove_member(
+    db: &Db,
+    ns: NamespaceId,
+    user: UserId,
+) -> Result<MembershipChange, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM invitations WHERE namespace_id = $1 AND user_id = $2")
+        .bind(to_db(ns.0))
+        .bind(user.0)
+        .execute(&mut *tx)
+        .await?;
+    let Some(current) = role_for_update(&mut tx, ns, user).await? else {
+        tx.commit().await?;
+        return Ok(MembershipChange::NotMember);
+    };
+    let home: i64 =
+        sqlx::query("SELECT is_home FROM memberships WHERE namespace_id = $1 AND user_id = $2")
+            .bind(to_db(ns.0))
+            .bind(user.0)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("is_home")?;
+    if home == 1 || (current == Role::Owner && owners(&mut tx, ns).await? <= 1) {
+        return Ok(MembershipChange::LastOwner);
+    }
+    sqlx::query("DELETE FROM memberships WHERE namespace_id = $1 AND user_id = $2")
+        .bind(to_db(ns.0))
+        .bind(user.0)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(MembershipChange::Done)
+}
+
+/// The member's role, locking the folder's membership against a
+/// concurrent change (the namespace row is the lock).
+async fn role_for_update(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ns: NamespaceId,
+    user: UserId,
+) -> Result<Option<Role>, sqlx::Error> {
+    // Touch the namespace row first: it serializes membership changes of
+    // the folder (PostgreSQL row lock; SQLite has one writer anyway).
+    sqlx::query("UPDATE namespaces SET name = name WHERE id = $1")
+        .bind(to_db(ns.0))
+        .execute(&mut **tx)
+        .await?;
+    let row = sqlx::query("SELECT role FROM memberships WHERE namespace_id = $1 AND user_id = $2")
+        .bind(to_db(ns.0))
+        .bind(user.0)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match row {
+        Some(r) => Role::parse(&r.try_get::<String, _>("role")?),
+        None => None,
+    })
+}
+
+async fn owners(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ns: NamespaceId,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT COUNT(*) AS n FROM memberships WHERE namespace_id = $1 AND role = 'owner'")
+        .bind(to_db(ns.0))
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("n")
+}
+
+/// Invites `user` to `ns` with `role` (replacing an earlier invitation). A
+/// member is not invited again.
+pub async fn invite(
+    db: &Db,
+    ns: NamespaceId,
+    user: UserId,
+    role: Role,
+    by: UserId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO invitations (namespace_id, user_id, role, invited_by, created_at_ms) \
+         SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM memberships \
+         WHERE namespace_id = $1 AND user_id = $2) \
+         ON CONFLICT (namespace_id, user_id) DO UPDATE SET role = excluded.role, \
+         invited_by = excluded.invited_by, created_at_ms = excluded.created_at_ms",
+    )
+    .bind(to_db(ns.0))
+    .bind(user.0)
+    .bind(role.as_str())
+    .bind(by.0)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// An invitation as its invitee sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitation {
+    /// The folder.
+    pub namespace: NamespaceId,
+    /// Its name.
+    pub name: String,
+    /// The role offered.
+    pub role: Role,
+    /// Who invited (user name).
+    pub invited_by: String,
+    /// When (ms since the epoch).
+    pub created_at_ms: i64,
+}
+
+/// The invitations waiting for `user`.
+pub async fn invitations_of(db: &Db, user: UserId) -> Result<Vec<Invitation>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT i.namespace_id, n.name, i.role, u.name AS inviter, i.created_at_ms \
+         FROM invitations i JOIN namespaces n ON n.id = i.namespace_id \
+         JOIN users u ON u.id = i.invited_by WHERE i.user_id = $1 ORDER BY i.created_at_ms",
+    )
+    .bind(user.0)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Invitation {
+                namespace: NamespaceId(from_db(r.try_get("namespace_id")?)),
+                name: r.try_get("name")?,
+                role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer),
+                invited_by: r.try_get("inviter")?,
+                created_at_ms: r.try_get("created_at_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// Accepts `user`'s invitation to `ns`: they become a member with the role
+/// offered (never their home). `None` if there was no invitation.
+pub async fn accept_invitation(
+    db: &Db,
+    ns: NamespaceId,
+    user: UserId,
+) -> Result<Option<Role>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let row = sqlx::query(
+        "DELETE FROM invitations WHERE namespace_id = $1 AND user_id = $2 RETURNING role",
+    )
+    .bind(to_db(ns.0))
+    .bind(user.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(role) = row
+        .map(|r| r.try_get::<String, _>("role"))
+        .transpose()?
+        .and_then(|r| Role::parse(&r))
+    else {
+        return Ok(None);
+    };
+    sqlx::query(
+        "INSERT INTO memberships (namespace_id, user_id, role, is_home) VALUES ($1, $2, $3, 0) \
+         ON CONFLICT (namespace_id, user_id) DO NOTHING",
+    )
+    .bind(to_db(ns.0))
+    .bind(user.0)
+    .bind(role.as_str())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(role))
+}
+
+/// Declines (deletes) `user`'s invitation to `ns`; whether there was one.
+pub async fn decline_invitation(
+    db: &Db,
+    ns: NamespaceId,
+    user: UserId,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM invitations WHERE namespace_id = $1 AND user_id = $2")
+        .bind(to_db(ns.0))
+        .bind(user.0)
+        .execute(db.pool())
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Makes `user` a member of `ns` with `role` at once (an operator's tool and
+/// tests; users share through invitations).
 pub async fn set_membership(
     db: &Db,
     ns: NamespaceId,
@@ -140,7 +364,7 @@ pub async fn set_membership(
     role: Role,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO memberships (namespace_id, user_id, role) VALUES ($1, $2, $3) \
+        "INSERT INTO memberships (namespace_id, user_id, role, is_home) VALUES ($1, $2, $3, 0) \
          ON CONFLICT (namespace_id, user_id) DO UPDATE SET role = excluded.role",
     )
     .bind(to_db(ns.0))
@@ -168,7 +392,7 @@ pub async fn role_in(db: &Db, user: UserId, ns: NamespaceId) -> Result<Option<Ro
 /// Every namespace the user belongs to.
 pub async fn namespaces_of(db: &Db, user: UserId) -> Result<Vec<NamespaceInfo>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT n.id, n.name, n.is_home, m.role FROM memberships m \
+        "SELECT n.id, n.name, m.is_home, m.role FROM memberships m \
          JOIN namespaces n ON n.id = m.namespace_id WHERE m.user_id = $1 ORDER BY n.id",
     )
     .bind(user.0)
@@ -199,44 +423,154 @@ pub async fn user_by_name(
         .transpose()
 }
 
-/// Registers a device whose bearer token hashes to `token_hash`.
+/// Registers a device whose bearer token hashes to `token_hash`; the token
+/// stops working at `expires_at_ms` unless used (`None`: never).
 pub async fn create_device(
     db: &Db,
     user: UserId,
     name: &str,
     token_hash: &[u8; 32],
+    expires_at_ms: Option<i64>,
 ) -> Result<DeviceId, sqlx::Error> {
+    let now = now_ms();
     let row = sqlx::query(
-        "INSERT INTO devices (user_id, name, token_hash, created_at_ms) VALUES ($1, $2, $3, $4) \
-         RETURNING id",
+        "INSERT INTO devices (user_id, name, token_hash, created_at_ms, last_seen_at_ms, expires_at_ms) \
+         VALUES ($1, $2, $3, $4, $4, $5) RETURNING id",
     )
     .bind(user.0)
     .bind(name)
     .bind(&token_hash[..])
-    .bind(now_ms())
+    .bind(now)
+    .bind(expires_at_ms)
     .fetch_one(db.pool())
     .await?;
     Ok(DeviceId(from_db(row.try_get(0)?)))
 }
 
-/// The device a token hash belongs to, unless revoked.
-pub async fn device_by_token_hash(
+/// What a bearer token's hash is, as far as the server knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenStatus {
+    /// A device's live token.
+    Valid {
+        /// Who.
+        auth: DeviceAuth,
+        /// When it was last seen.
+        last_seen_at_ms: Option<i64>,
+        /// When it stops working unless used.
+        expires_at_ms: Option<i64>,
+    },
+    /// Revoked (signed out on the server).
+    Revoked(DeviceAuth),
+    /// Past its lifetime without use.
+    Expired(DeviceAuth),
+    /// No device has it.
+    Unknown,
+}
+
+/// The device a token hash belongs to, and whether the token works at `now`.
+pub async fn token_status(
     db: &Db,
     token_hash: &[u8; 32],
-) -> Result<Option<DeviceAuth>, sqlx::Error> {
+    now: i64,
+) -> Result<TokenStatus, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT id, user_id FROM devices WHERE token_hash = $1 AND revoked_at_ms IS NULL",
+        "SELECT id, user_id, revoked_at_ms, last_seen_at_ms, expires_at_ms FROM devices \
+         WHERE token_hash = $1",
     )
     .bind(&token_hash[..])
     .fetch_optional(db.pool())
     .await?;
-    row.map(|r| {
-        Ok(DeviceAuth {
-            device_id: DeviceId(from_db(r.try_get(0)?)),
-            user_id: UserId(r.try_get(1)?),
-        })
+    let Some(r) = row else {
+        return Ok(TokenStatus::Unknown);
+    };
+    let auth = DeviceAuth {
+        device_id: DeviceId(from_db(r.try_get("id")?)),
+        user_id: UserId(r.try_get("user_id")?),
+    };
+    let expires_at_ms: Option<i64> = r.try_get("expires_at_ms")?;
+    Ok(if r.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some() {
+        TokenStatus::Revoked(auth)
+    } else if expires_at_ms.is_some_and(|e| e <= now) {
+        TokenStatus::Expired(auth)
+    } else {
+        TokenStatus::Valid {
+            auth,
+            last_seen_at_ms: r.try_get("last_seen_at_ms")?,
+            expires_at_ms,
+        }
     })
-    .transpose()
+}
+
+/// The device a token hash belongs to, unless revoked or expired.
+pub async fn device_by_token_hash(
+    db: &Db,
+    token_hash: &[u8; 32],
+) -> Result<Option<DeviceAuth>, sqlx::Error> {
+    Ok(match token_status(db, token_hash, now_ms()).await? {
+        TokenStatus::Valid { auth, .. } => Some(auth),
+        _ => None,
+    })
+}
+
+/// Notes that `device` was seen at `now`, moving its token's expiry to
+/// `expires_at_ms` if it has one (a token in use does not expire).
+pub async fn seen(
+    db: &Db,
+    device: DeviceId,
+    now: i64,
+    expires_at_ms: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE devices SET last_seen_at_ms = $1, \
+         expires_at_ms = CASE WHEN expires_at_ms IS NULL THEN NULL ELSE $2 END \
+         WHERE id = $3 AND revoked_at_ms IS NULL",
+    )
+    .bind(now)
+    .bind(expires_at_ms)
+    .bind(to_db(device.0))
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// A device as its user sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Its id.
+    pub id: DeviceId,
+    /// Its name.
+    pub name: String,
+    /// When it signed in.
+    pub created_at_ms: i64,
+    /// When it was last seen.
+    pub last_seen_at_ms: Option<i64>,
+    /// When its token stops working unless used.
+    pub expires_at_ms: Option<i64>,
+    /// When it was signed out on the server.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// Every device of `user`, oldest first.
+pub async fn devices_of(db: &Db, user: UserId) -> Result<Vec<DeviceInfo>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, name, created_at_ms, last_seen_at_ms, expires_at_ms, revoked_at_ms \
+         FROM devices WHERE user_id = $1 ORDER BY id",
+    )
+    .bind(user.0)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeviceInfo {
+                id: DeviceId(from_db(r.try_get("id")?)),
+                name: r.try_get("name")?,
+                created_at_ms: r.try_get("created_at_ms")?,
+                last_seen_at_ms: r.try_get("last_seen_at_ms")?,
+                expires_at_ms: r.try_get("expires_at_ms")?,
+                revoked_at_ms: r.try_get("revoked_at_ms")?,
+            })
+        })
+        .collect()
 }
 
 /// Revokes a device's token.
@@ -246,6 +580,23 @@ pub async fn revoke_device(db: &Db, device: DeviceId) -> Result<bool, sqlx::Erro
     )
     .bind(now_ms())
     .bind(to_db(device.0))
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Revokes `device` if it is one of `user`'s; whether it was (and live).
+pub async fn revoke_device_of(
+    db: &Db,
+    user: UserId,
+    device: DeviceId,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE devices SET revoked_at_ms = $1 WHERE id = $2 AND user_id = $3 AND revoked_at_ms IS NULL",
+    )
+    .bind(now_ms())
+    .bind(to_db(device.0))
+    .bind(user.0)
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() == 1)

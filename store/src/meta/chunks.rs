@@ -11,6 +11,11 @@ use crate::db::Db;
 
 /// Hashes per `IN (…)` query: well under every database's parameter limit.
 const BATCH: usize = 500;
+/// Rows per multi-row `INSERT` (5 values each).
+const INSERT_ROWS: usize = 200;
+/// Chunk rows a commit records per transaction, so that one huge upload
+/// never holds the (SQLite: only) writer for long.
+pub const RECORD_PER_TX: usize = 2_000;
 
 /// Chunk states, as stored.
 pub mod state {
@@ -193,23 +198,40 @@ pub async fn record_chunks(
             .await?;
         }
     }
-    for c in chunks {
-        sqlx::query(
+    // Once per hash (a row can be written once per statement), many rows
+    // per statement.
+    let mut seen = HashSet::with_capacity(chunks.len());
+    let distinct: Vec<&ChunkLocation> = chunks.iter().filter(|c| seen.insert(c.hash)).collect();
+    for batch in distinct.chunks(INSERT_ROWS) {
+        let rows: Vec<String> = (0..batch.len())
+            .map(|i| {
+                let at = 4 + 5 * i;
+                format!(
+                    "($1, ${at}, ${}, $2, ${}, ${}, ${}, 0, $3)",
+                    at + 1,
+                    at + 2,
+                    at + 3,
+                    at + 4
+                )
+            })
+            .collect();
+        let sql = format!(
             "INSERT INTO chunks (namespace_id, hash, raw_len, pack_id, pack_offset, stored_len, codec, state, \
-             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8) ON CONFLICT (namespace_id, hash) DO UPDATE SET raw_len = excluded.raw_len, \
+             created_at_ms) VALUES {} ON CONFLICT (namespace_id, hash) DO UPDATE SET raw_len = excluded.raw_len, \
              pack_id = excluded.pack_id, pack_offset = excluded.pack_offset, stored_len = excluded.stored_len, \
              codec = excluded.codec, state = 0, created_at_ms = excluded.created_at_ms WHERE chunks.state = 2",
-        )
-        .bind(ns)
-        .bind(c.hash.as_bytes().to_vec())
-        .bind(i64::from(c.raw_len))
-        .bind(pack_id)
-        .bind(super::to_db(c.offset))
-        .bind(i64::from(c.stored_len))
-        .bind(c.codec)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(ns).bind(pack_id).bind(now);
+        for c in batch {
+            q = q
+                .bind(c.hash.as_bytes().to_vec())
+                .bind(i64::from(c.raw_len))
+                .bind(super::to_db(c.offset))
+                .bind(i64::from(c.stored_len))
+                .bind(c.codec);
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }

@@ -109,6 +109,30 @@ pub async fn snapshot_page(
         .collect()
 }
 
+/// The stamp of the journal entry at `seq` ([`driftless_protocol::entry_stamp`]),
+/// or `None` if there is none (seq 0, compacted away, or never written).
+pub async fn stamp(db: &Db, ns: NamespaceId, seq: Seq) -> Result<Option<u64>, sqlx::Error> {
+    if seq.0 == 0 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT committed_at_ms, path, kind, device_id FROM journal WHERE namespace_id = $1 AND seq = $2",
+    )
+    .bind(to_db(ns.0))
+    .bind(to_db(seq.0))
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| {
+        Ok(driftless_protocol::entry_stamp(
+            r.try_get("committed_at_ms")?,
+            &r.try_get::<String, _>("path")?,
+            r.try_get("kind")?,
+            r.try_get::<Option<i64>, _>("device_id")?.map(from_db),
+        ))
+    })
+    .transpose()
+}
+
 /// Up to `limit` journal entries with `seq > after`, in order; with a
 /// prefix, only those touching it (a move counts for both of its paths).
 pub async fn journal_page(

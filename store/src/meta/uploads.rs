@@ -82,9 +82,19 @@ fn decode_chunks(b: &[u8]) -> Vec<PartChunk> {
         .collect()
 }
 
-/// Stores a new open session and its pack (state `uploading`).
-pub async fn create_session(db: &Db, s: &Session) -> Result<(), sqlx::Error> {
+/// Rows per multi-row `INSERT` (4 values each: well under every
+/// database's parameter limit).
+const INSERT_ROWS: usize = 250;
+
+/// Stores a new open session, its pack (state `uploading`) and the chunks
+/// its files name (`chunks`: distinct hashes with their raw lengths).
+pub async fn create_session(
+    db: &Db,
+    s: &Session,
+    chunks: &[(ChunkHash, u32)],
+) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
+    insert_session_chunks(&mut tx, s.namespace, &s.id, chunks).await?;
     let ns = to_db(s.namespace.0);
     let now = now_ms();
     sqlx::query(
@@ -115,6 +125,161 @@ pub async fn create_session(db: &Db, s: &Session) -> Result<(), sqlx::Error> {
     .await?;
     tx.commit().await
 }
+
+async fn insert_session_chunks(
+    conn: &mut AnyConnection,
+    ns: NamespaceId,
+    id: &str,
+    chunks: &[(ChunkHash, u32)],
+) -> Result<(), sqlx::Error> {
+    for batch in chunks.chunks(INSERT_ROWS) {
+        let rows: Vec<String> = (0..batch.len())
+            .map(|i| format!("($1, $2, ${}, ${})", 3 + 2 * i, 4 + 2 * i))
+            .collect();
+        let sql = format!(
+            "INSERT INTO upload_chunks (namespace_id, upload_id, hash, raw_len) VALUES {} \
+             ON CONFLICT (namespace_id, upload_id, hash) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(to_db(ns.0)).bind(id);
+        for (h, len) in batch {
+            q = q.bind(h.as_bytes().to_vec()).bind(i64::from(*len));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Whether a session has its chunk list (sessions opened before it was
+/// kept have none until [`backfill_session_chunks`]).
+pub async fn has_session_chunks(db: &Db, ns: NamespaceId, id: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "SELECT 1 AS one FROM upload_chunks WHERE namespace_id = $1 AND upload_id = $2 LIMIT 1",
+    )
+    .bind(to_db(ns.0))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?
+    .is_some())
+}
+
+/// Writes the chunk list of a session opened before it was kept.
+pub async fn backfill_session_chunks(
+    db: &Db,
+    ns: NamespaceId,
+    id: &str,
+    chunks: &[(ChunkHash, u32)],
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    insert_session_chunks(&mut tx, ns, id, chunks).await?;
+    tx.commit().await
+}
+
+/// Why a part's chunks cannot be registered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimRefused {
+    /// A chunk the session's files do not name.
+    NotInSession(ChunkHash),
+    /// A chunk named with another raw length than the files give it.
+    Length {
+        /// The chunk.
+        hash: ChunkHash,
+        /// What the files say.
+        expected: u32,
+    },
+    /// A chunk already registered in another part.
+    InOtherPart(ChunkHash, u32),
+}
+
+/// Registers the part's chunks (distinct, with their raw lengths) as held
+/// by part `part`: each must be one the session's files name, at that
+/// length, and in no other part of the session (a part may be registered
+/// again with the same chunks). Reads and writes only the part's chunks,
+/// whatever the session's size.
+pub async fn claim_chunks(
+    db: &Db,
+    ns: NamespaceId,
+    id: &str,
+    part: u32,
+    chunks: &[(ChunkHash, u32)],
+) -> Result<Result<(), ClaimRefused>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    // A part registered again (resumed, or cut anew) holds what it says now.
+    sqlx::query(
+        "UPDATE upload_chunks SET part_number = NULL WHERE namespace_id = $1 AND upload_id = $2 \
+         AND part_number = $3",
+    )
+    .bind(to_db(ns.0))
+    .bind(id)
+    .bind(i64::from(part))
+    .execute(&mut *tx)
+    .await?;
+    for batch in chunks.chunks(BATCH_HASHES) {
+        let list: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT hash, raw_len, part_number FROM upload_chunks \
+             WHERE namespace_id = $1 AND upload_id = $2 AND hash IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(to_db(ns.0)).bind(id);
+        for (h, _) in batch {
+            q = q.bind(h.as_bytes().to_vec());
+        }
+        let mut known = std::collections::HashMap::new();
+        for r in q.fetch_all(&mut *tx).await? {
+            let Ok(h) = <[u8; 32]>::try_from(r.try_get::<Vec<u8>, _>("hash")?) else {
+                continue;
+            };
+            let len: i64 = r.try_get("raw_len")?;
+            let held: Option<i64> = r.try_get("part_number")?;
+            known.insert(ChunkHash::from_bytes(h), (len, held));
+        }
+        for (h, len) in batch {
+            match known.get(h) {
+                None => return Ok(Err(ClaimRefused::NotInSession(*h))),
+                Some((expected, _)) if *expected != i64::from(*len) => {
+                    return Ok(Err(ClaimRefused::Length {
+                        hash: *h,
+                        expected: u32::try_from(*expected).unwrap_or(0),
+                    }));
+                }
+                Some((_, Some(other))) if *other != i64::from(part) => {
+                    return Ok(Err(ClaimRefused::InOtherPart(
+                        *h,
+                        u32::try_from(*other).unwrap_or(0),
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        // Only chunks free or already this part's: a part registered at the
+        // same moment cannot take one too (the rows it won are not counted).
+        let sql = format!(
+            "UPDATE upload_chunks SET part_number = $3 WHERE namespace_id = $1 AND upload_id = $2 \
+             AND (part_number IS NULL OR part_number = $3) AND hash IN ({})",
+            (0..batch.len())
+                .map(|i| format!("${}", i + 4))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(to_db(ns.0))
+            .bind(id)
+            .bind(i64::from(part));
+        for (h, _) in batch {
+            q = q.bind(h.as_bytes().to_vec());
+        }
+        if q.execute(&mut *tx).await?.rows_affected() != batch.len() as u64 {
+            // Rolled back with the transaction.
+            return Ok(Err(ClaimRefused::InOtherPart(batch[0].0, 0)));
+        }
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// Hashes per `IN (…)` list.
+const BATCH_HASHES: usize = 500;
 
 /// A session by id.
 pub async fn session(db: &Db, ns: NamespaceId, id: &str) -> Result<Option<Session>, sqlx::Error> {
@@ -210,17 +375,18 @@ pub async fn complete_pack(
     Ok(())
 }
 
-/// Marks a commit of the open session as running until `until_ms`;
-/// `false` if another commit holds it (and has not run out of time).
+/// Takes the commit lease of the open session until `until_ms`, as
+/// `token`; `false` if another commit holds it and has not let it lapse.
 pub async fn begin_commit(
     db: &Db,
     ns: NamespaceId,
     id: &str,
     now_ms: i64,
     until_ms: i64,
+    token: &str,
 ) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
-        "UPDATE upload_sessions SET committing_until_ms = $1 \
+        "UPDATE upload_sessions SET committing_until_ms = $1, commit_token = $5 \
          WHERE namespace_id = $2 AND id = $3 AND state = 'open' \
          AND (committing_until_ms IS NULL OR committing_until_ms < $4)",
     )
@@ -228,21 +394,75 @@ pub async fn begin_commit(
     .bind(to_db(ns.0))
     .bind(id)
     .bind(now_ms)
+    .bind(token)
     .execute(db.pool())
     .await?;
     Ok(r.rows_affected() == 1)
 }
 
-/// Lets go of a commit that failed, so that a retry may start at once.
-pub async fn end_commit(db: &Db, ns: NamespaceId, id: &str) -> Result<(), sqlx::Error> {
+/// Extends the lease `token` holds to `until_ms`; `false` if it lost it
+/// (it lapsed and another commit took it, or the session closed).
+pub async fn renew_commit(
+    db: &Db,
+    ns: NamespaceId,
+    id: &str,
+    until_ms: i64,
+    token: &str,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE upload_sessions SET committing_until_ms = $1 \
+         WHERE namespace_id = $2 AND id = $3 AND state = 'open' AND commit_token = $4",
+    )
+    .bind(until_ms)
+    .bind(to_db(ns.0))
+    .bind(id)
+    .bind(token)
+    .execute(db.pool())
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Lets go of the lease `token` holds (a commit that failed), so that a
+/// retry may start at once.
+pub async fn end_commit(
+    db: &Db,
+    ns: NamespaceId,
+    id: &str,
+    token: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE upload_sessions SET committing_until_ms = NULL WHERE namespace_id = $1 AND id = $2",
+        "UPDATE upload_sessions SET committing_until_ms = NULL, commit_token = NULL \
+         WHERE namespace_id = $1 AND id = $2 AND commit_token = $3",
     )
     .bind(to_db(ns.0))
     .bind(id)
+    .bind(token)
     .execute(db.pool())
     .await?;
     Ok(())
+}
+
+/// Closes the session as committed with `results`, if `token` still holds
+/// its lease; `false` if another commit took it over (its results, from
+/// the same idempotent operations, stand).
+pub async fn finish_commit(
+    db: &Db,
+    ns: NamespaceId,
+    id: &str,
+    results: &str,
+    token: &str,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE upload_sessions SET state = 'committed', results = $1, committing_until_ms = NULL \
+         WHERE namespace_id = $2 AND id = $3 AND state = 'open' AND commit_token = $4",
+    )
+    .bind(results)
+    .bind(to_db(ns.0))
+    .bind(id)
+    .bind(token)
+    .execute(db.pool())
+    .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Moves an open session to `state` (`committed` with results, `aborted`, `expired`).

@@ -65,7 +65,7 @@ async fn users_devices_and_roles() {
         );
 
         let token_hash = [7u8; 32];
-        let device = accounts::create_device(db, alice, "laptop", &token_hash)
+        let device = accounts::create_device(db, alice, "laptop", &token_hash, None)
             .await
             .unwrap();
         let auth = accounts::device_by_token_hash(db, &token_hash)

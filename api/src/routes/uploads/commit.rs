@@ -68,29 +68,70 @@ async fn run(
         return Ok(axum::Json(done));
     }
     ensure_open(&s)?;
-    // One commit at a time: a second (a client that resumed while its
-    // killed predecessor's commit still runs) waits and retries.
+    // One commit at a time, under a lease this commit renews while it runs:
+    // a second (a client that resumed while its predecessor's commit still
+    // runs) waits and retries; one whose server died takes over as soon as
+    // the lease lapses (seconds, not minutes).
+    let token = format!("{:032x}", rand::random::<u128>());
     let now = driftless_store::db::now_ms();
-    if !uploads::begin_commit(&state.db, s.namespace, &s.id, now, now + COMMIT_LEASE_MS).await? {
+    if !uploads::begin_commit(&state.db, s.namespace, &s.id, now, now + LEASE_MS, &token).await? {
         return Err(ApiError::code(ErrorCode::UploadBusy));
     }
-    let done = finish(&state, &caller, &s, req).await;
+    let lost = tokio_util::sync::CancellationToken::new();
+    let heartbeat = tokio::spawn(renew(state.clone(), s.clone(), token.clone(), lost.clone()));
+    // A commit that lost its lease stops: another one runs now. (Every
+    // step is idempotent, so where it stops does not matter.)
+    let done = tokio::select! {
+        done = finish(&state, &caller, &s, req, &token) => done,
+        () = lost.cancelled() => Err(ApiError::new(
+            ErrorCode::UploadBusy,
+            "this commit lost its lease to another; ask again",
+        )),
+    };
+    heartbeat.abort();
     if done.is_err()
-        && let Err(e) = uploads::end_commit(&state.db, s.namespace, &s.id).await
+        && let Err(e) = uploads::end_commit(&state.db, s.namespace, &s.id, &token).await
     {
-        tracing::warn!(upload = %s.id, error = %e, "could not release the commit marker");
+        tracing::warn!(upload = %s.id, error = %e, "could not release the commit lease");
     }
     done
 }
 
-/// How long a commit may hold its session before a retry may take over.
-const COMMIT_LEASE_MS: i64 = 10 * 60 * 1000;
+/// How long a commit's lease lasts unless renewed.
+const LEASE_MS: i64 = 30_000;
+
+/// Renews the lease every third of its length; cancels `lost` if it cannot.
+async fn renew(
+    state: AppState,
+    s: Session,
+    token: String,
+    lost: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis((LEASE_MS / 3) as u64)).await;
+        let until = driftless_store::db::now_ms() + LEASE_MS;
+        match uploads::renew_commit(&state.db, s.namespace, &s.id, until, &token).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(upload = %s.id, "commit lease lost to another commit; stopping");
+                lost.cancel();
+                return;
+            }
+            // The database is away: the lease lapses unless this commit
+            // can renew it in time, and then another may take over.
+            Err(e) => {
+                tracing::warn!(upload = %s.id, error = %e, "could not renew the commit lease")
+            }
+        }
+    }
+}
 
 async fn finish(
     state: &AppState,
     caller: &Caller,
     s: &Session,
     req: CommitRequest,
+    token: &str,
 ) -> ApiResult<axum::Json<CommitResponse>> {
     let parts = uploads::parts(&state.db, s.namespace, &s.id).await?;
     let etags: HashMap<u32, String> = req
@@ -99,6 +140,11 @@ async fn finish(
         .map(|p| (p.part_number, p.etag))
         .collect();
     let total = verify_and_complete(state, s, &parts, &etags).await?;
+    if driftless_store::env::var("DRIFTLESS_FAILPOINT").as_deref() == Some("commit-after-complete")
+    {
+        eprintln!("failpoint commit-after-complete: aborting");
+        std::process::abort();
+    }
 
     // Where each chunk landed in the pack.
     let mut locations = Vec::new();
@@ -115,11 +161,20 @@ async fn finish(
             offset += u64::from(c.stored_len);
         }
     }
+    // A few thousand rows per transaction: a huge upload does not hold the
+    // writer (SQLite's only one) while other users' commits wait. Every
+    // step is idempotent, so a commit cut between them is finished by its
+    // retry.
+    for slice in locations.chunks(chunks::RECORD_PER_TX) {
+        let mut tx = state.db.begin().await?;
+        record_chunks(&mut tx, to_db(s.namespace.0), &s.pack_id, slice).await?;
+        tx.commit().await?;
+    }
+    prove_contended(state, s, caller.device, &locations).await?;
+    // Last: the pack's live bytes are the rows located in it now.
     let mut tx = state.db.begin().await?;
-    record_chunks(&mut tx, to_db(s.namespace.0), &s.pack_id, &locations).await?;
     uploads::complete_pack(&mut tx, s.namespace, &s.pack_id, total).await?;
     tx.commit().await?;
-    prove_contended(state, s, caller.device, &locations).await?;
     // Committed files may reference these chunks now; the verifier re-hashes
     // them from storage when their commits' events arrive (trust, then
     // verify), and its sweep catches the chunks no commit names.
@@ -151,7 +206,9 @@ async fn finish(
     let response = CommitResponse { results };
     let json = serde_json::to_string(&response)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    uploads::close_session(&state.db, s.namespace, &s.id, "committed", Some(&json)).await?;
+    if !uploads::finish_commit(&state.db, s.namespace, &s.id, &json, token).await? {
+        tracing::info!(upload = %s.id, "another commit of this session finished it");
+    }
     tracing::info!(namespace = %s.namespace, upload = %s.id, bytes = total, "upload committed");
     Ok(axum::Json(response))
 }
@@ -198,9 +255,11 @@ async fn prove_contended(
             corrupt = report.corrupt.len(), "another device's unverified copies of this upload's chunks checked");
     }
     // Where the other copy turned out corrupt, this session's replaces it.
-    let mut tx = state.db.begin().await?;
-    record_chunks(&mut tx, to_db(s.namespace.0), &s.pack_id, locations).await?;
-    tx.commit().await?;
+    for slice in locations.chunks(chunks::RECORD_PER_TX) {
+        let mut tx = state.db.begin().await?;
+        record_chunks(&mut tx, to_db(s.namespace.0), &s.pack_id, slice).await?;
+        tx.commit().await?;
+    }
     Ok(())
 }
 

@@ -3,14 +3,14 @@
 //! The part's size and CRC32C are signed into the URL; what it holds (which
 //! chunks, stored how) is recorded so the commit knows where each chunk lands.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::{Path, State};
 use base64::Engine;
 use driftless_protocol::{
     ChunkHash, ErrorCode, MAX_PART_SIZE, MAX_PARTS, PartRequest, PresignedPart, StoredCodec,
 };
-use driftless_store::meta::uploads::{self, Part};
+use driftless_store::meta::uploads::{self, ClaimRefused, Part};
 use driftless_store::pack_key;
 
 use super::{Pending, ensure_open, owned_session};
@@ -71,33 +71,17 @@ pub(super) async fn register(
             "checksum_crc32c must be base64 of 4 bytes",
         ));
     }
-    // Every chunk must be one this session's files need, at its declared length.
-    let pending: Vec<Pending> = serde_json::from_str(&s.request).unwrap_or_default();
-    let lengths: HashMap<ChunkHash, u32> = pending
-        .iter()
-        .flat_map(|p| p.op.chunks.iter().map(|c| (c.hash, c.len)))
-        .collect();
+    // Every chunk must be one this session's files name, at its declared
+    // length, once, and in this part only: a part cannot list a chunk
+    // 100,000 times to make the commit do 100,000 times the work.
+    let mut distinct = HashSet::with_capacity(req.chunks.len());
+    let mut claim = Vec::with_capacity(req.chunks.len());
     for (i, c) in req.chunks.iter().enumerate() {
-        match lengths.get(&c.hash) {
-            None => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "part {n}: chunk {i} ({}) is not part of this upload",
-                        c.hash
-                    ),
-                ));
-            }
-            Some(&len) if len != c.raw_len => {
-                return Err(ApiError::new(
-                    ErrorCode::SizeMismatch,
-                    format!(
-                        "part {n}: chunk {i} raw length {} differs from the manifest's {len}",
-                        c.raw_len
-                    ),
-                ));
-            }
-            Some(_) => {}
+        if !distinct.insert(c.hash) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("part {n}: chunk {i} ({}) is listed twice", c.hash),
+            ));
         }
         let fits = match c.codec {
             StoredCodec::None => c.stored_len == c.raw_len,
@@ -110,6 +94,39 @@ pub(super) async fn register(
                     "part {n}: chunk {i} stored length {} does not fit its codec",
                     c.stored_len
                 ),
+            ));
+        }
+        claim.push((c.hash, c.raw_len));
+    }
+    if !uploads::has_session_chunks(&state.db, s.namespace, &s.id).await? {
+        // A session opened before the server kept chunk lists: once.
+        let pending: Vec<Pending> = serde_json::from_str(&s.request).unwrap_or_default();
+        let mut seen = HashSet::new();
+        let lengths: Vec<(ChunkHash, u32)> = pending
+            .iter()
+            .flat_map(|p| p.op.chunks.iter().map(|c| (c.hash, c.len)))
+            .filter(|(h, _)| seen.insert(*h))
+            .collect();
+        uploads::backfill_session_chunks(&state.db, s.namespace, &s.id, &lengths).await?;
+    }
+    match uploads::claim_chunks(&state.db, s.namespace, &s.id, n, &claim).await? {
+        Ok(()) => {}
+        Err(ClaimRefused::NotInSession(h)) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("part {n}: chunk {h} is not part of this upload"),
+            ));
+        }
+        Err(ClaimRefused::Length { hash, expected }) => {
+            return Err(ApiError::new(
+                ErrorCode::SizeMismatch,
+                format!("part {n}: chunk {hash} has raw length {expected} in the manifest"),
+            ));
+        }
+        Err(ClaimRefused::InOtherPart(h, other)) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("part {n}: chunk {h} is registered in another part ({other}) already"),
             ));
         }
     }
