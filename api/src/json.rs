@@ -1,5 +1,6 @@
-//! A JSON body extractor whose every rejection is a problem document with a
-//! stable code: wrong content type, body over the limit, malformed JSON.
+//! Body and query extractors whose every rejection is a problem document
+//! with a stable code: wrong content type, body over the limit, malformed
+//! JSON, a query string that does not parse.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -18,6 +19,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
             Err(rejection) => Err(reject(rejection)),
+        }
+    }
+}
+
+/// `axum::extract::Query` with problem+json rejections (`invalid_request`).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(r) => Err(ApiError::new(ErrorCode::InvalidRequest, r.body_text())),
         }
     }
 }

@@ -50,6 +50,12 @@ pub fn app(state: AppState) -> Router {
     let router: Router<AppState> = api_routes().into();
     let router = router
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Outermost last: shed before any work, time everything (429s too).
         .layer(middleware::from_fn_with_state(state.clone(), ops::admit))

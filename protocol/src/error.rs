@@ -64,6 +64,7 @@ codes! {
     InvalidRequest = "invalid_request", 400, false, "A field of the request has an invalid value.";
     BodyTooLarge = "body_too_large", 413, false, "The request body exceeds the limit for this endpoint.";
     UnsupportedMediaType = "unsupported_media_type", 415, false, "The request body must be application/json.";
+    MethodNotAllowed = "method_not_allowed", 405, false, "This route does not take that method.";
     // Paths and names
     PathEmpty = "path_empty", 400, false, "The path is empty.";
     PathAbsolute = "path_absolute", 400, false, "Paths are relative to the synced folder.";
@@ -87,6 +88,7 @@ codes! {
     HashMismatch = "hash_mismatch", 422, false, "The bytes do not match their declared hash.";
     SizeMismatch = "size_mismatch", 422, false, "A declared size does not match the data.";
     ChunkingInvalid = "chunking_invalid", 400, false, "The chunking parameters are not supported.";
+    RangeNotSatisfiable = "range_not_satisfiable", 416, false, "The requested range lies outside the file.";
     FileTooLarge = "file_too_large", 413, false, "The file exceeds the largest file this server accepts.";
     // Cursors
     CursorInvalid = "cursor_invalid", 400, false, "The cursor is malformed, tampered with, or for another folder.";

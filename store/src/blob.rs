@@ -78,6 +78,8 @@ pub struct StoredPart {
     pub size: u64,
     /// ETag, when the store reports it in ListParts (s3s-fs does not).
     pub etag: Option<String>,
+    /// Base64 CRC32C, when the store reports it (Garage does; s3s-fs not).
+    pub checksum_crc32c: Option<String>,
 }
 
 /// An object as listed.
@@ -326,6 +328,10 @@ impl BlobStore {
                     part_number: p.part_number().unwrap_or(0) as u32,
                     size: p.size().unwrap_or(0) as u64,
                     etag: p.e_tag().filter(|e| !e.is_empty()).map(str::to_owned),
+                    checksum_crc32c: p
+                        .checksum_crc32_c()
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned),
                 });
             }
             if out.is_truncated() != Some(true) {

@@ -31,6 +31,33 @@ impl EmbeddedFs {
         })
     }
 
+    /// Where part `n` of upload `id` keeps its ETag (a name s3s-fs's own
+    /// listings do not match).
+    fn etag_file(&self, id: &str, n: i32) -> PathBuf {
+        // Upload ids are UUIDs; anything else must not name a path.
+        let id: String = id
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit() || *c == '-')
+            .collect();
+        self.root.join(format!(".etag-{id}-{n}"))
+    }
+
+    /// Drops the ETags of a finished (completed or aborted) upload.
+    fn forget_etags(&self, id: &str) {
+        let prefix = format!(".etag-{id}-");
+        if let Ok(dir) = std::fs::read_dir(&self.root) {
+            for entry in dir.flatten() {
+                if entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix))
+                {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
     /// Uploads in progress in `bucket`: (key, upload id, started), sorted.
     fn uploads(&self, bucket: &str) -> std::io::Result<Vec<(String, String, SystemTime)>> {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -98,12 +125,52 @@ delegate! {
         list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
         put_object: PutObjectInput => PutObjectOutput;
         create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
-        upload_part: UploadPartInput => UploadPartOutput;
         upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
-        list_parts: ListPartsInput => ListPartsOutput;
-        complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput;
-        abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
 {
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let (id, n) = (req.input.upload_id.clone(), req.input.part_number);
+        let out = self.inner.upload_part(req).await?;
+        if let Some(etag) = out.output.e_tag.as_ref() {
+            // Written after the part: a crash between the two leaves a part
+            // without an ETag, which the commit takes from the client.
+            std::fs::write(self.etag_file(&id, n), etag.value())
+                .map_err(|e| s3_error!(InternalError, "recording the part's ETag: {e}"))?;
+        }
+        Ok(out)
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let id = req.input.upload_id.clone();
+        let mut out = self.inner.list_parts(req).await?;
+        for part in out.output.parts.iter_mut().flatten() {
+            let Some(n) = part.part_number else { continue };
+            if let Ok(etag) = std::fs::read_to_string(self.etag_file(&id, n)) {
+                part.e_tag = Some(ETag::Strong(etag));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let id = req.input.upload_id.clone();
+        let out = self.inner.complete_multipart_upload(req).await?;
+        self.forget_etags(&id);
+        Ok(out)
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let id = req.input.upload_id.clone();
+        let out = self.inner.abort_multipart_upload(req).await?;
+        self.forget_etags(&id);
+        Ok(out)
+    }
 
     async fn list_multipart_uploads(
         &self,

@@ -118,11 +118,18 @@ impl Lease {
     /// Gives the lease up after a failed query on its connection (the
     /// session may be gone, and with it the lock).
     pub async fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
             if self.held {
                 tracing::info!(lease = self.key, "lease released");
+                // Unlocked before the close returns: a backend ends its
+                // session (and drops its locks) some time after the client
+                // hangs up, so the next holder would otherwise wait on it.
+                // If the session is already broken, its end frees the lock.
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(self.key)
+                    .execute(&mut conn)
+                    .await;
             }
-            // Closing ends the session, which releases the lock.
             let _ = conn.close().await;
         }
         self.held = false;

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use driftless_consumer::Wake;
 use driftless_protocol::{
@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::json::Json;
+use crate::json::{Json, Query};
 use crate::metrics::Shed;
 use crate::state::AppState;
 use driftless_protocol::Problem;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::json::Query;
 use crate::state::AppState;
 use driftless_protocol::Problem;
 use utoipa_axum::router::OpenApiRouter;
@@ -190,37 +191,62 @@ async fn manifest(
     }))
 }
 
-/// Parses a single `bytes=` range against `size`: `Ok(None)` for no (or an
-/// ignorable multi-) range, `Err(())` when unsatisfiable.
-fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+/// What a request's `Range` (and `If-Range`) ask of a file of `size`
+/// bytes whose entity tag is `etag` (RFC 9110 §14).
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    /// The whole file: no range, a range the server ignores (not `bytes`,
+    /// several ranges, bad syntax), or an `If-Range` for another version.
+    Whole,
+    /// Bytes `start..=end`.
+    Part(u64, u64),
+    /// A valid range that lies outside the file (416).
+    Unsatisfiable,
+}
+
+fn wanted(headers: &HeaderMap, size: u64, etag: &str) -> Wanted {
     let Some(spec) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Ok(None);
+        return Wanted::Whole;
     };
+    // A resumed download names the version it has part of: another
+    // version means the whole file, never bytes of two versions mixed.
+    if let Some(cond) = headers.get(header::IF_RANGE) {
+        let same = cond.to_str().is_ok_and(|c| c.trim() == etag);
+        if !same {
+            return Wanted::Whole;
+        }
+    }
     let Some(spec) = spec.trim().strip_prefix("bytes=") else {
-        return Ok(None);
+        return Wanted::Whole;
     };
     if spec.contains(',') {
-        return Ok(None); // multiple ranges: answer with the whole file (RFC 9110 allows it)
+        return Wanted::Whole; // several ranges: the whole file (RFC 9110 allows it)
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", suffix) => {
-            let n: u64 = suffix.parse().map_err(|_| ())?;
-            if n == 0 {
-                return Err(());
-            }
-            (size.saturating_sub(n), size.saturating_sub(1))
-        }
-        (s, "") => (s.parse().map_err(|_| ())?, size.saturating_sub(1)),
-        (s, e) => {
-            let (s, e): (u64, u64) = (s.parse().map_err(|_| ())?, e.parse().map_err(|_| ())?);
-            (s, e.min(size.saturating_sub(1)))
-        }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Wanted::Whole;
     };
-    if size == 0 || start > end || start >= size {
-        return Err(());
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => match num(suffix) {
+            Some(0) => return Wanted::Unsatisfiable,
+            Some(n) => (size.saturating_sub(n), size.saturating_sub(1)),
+            None => return Wanted::Whole,
+        },
+        (s, "") => match num(s) {
+            Some(s) => (s, size.saturating_sub(1)),
+            None => return Wanted::Whole,
+        },
+        (s, e) => match (num(s), num(e)) {
+            (Some(s), Some(e)) if s <= e => (s, e.min(size.saturating_sub(1))),
+            _ => return Wanted::Whole,
+        },
+    };
+    if size == 0 || start >= size {
+        return Wanted::Unsatisfiable;
     }
-    Ok(Some((start, end)))
+    Wanted::Part(start, end)
 }
 
 #[utoipa::path(
@@ -239,18 +265,20 @@ async fn content(
     Query(q): Query<FileQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (_, v, located) = readable(&state, &caller, &ns, &q).await?;
+    let (ns, v, located) = readable(&state, &caller, &ns, &q).await?;
     let etag = format!(
         "\"{}\"",
         v.content_hash.map(|h| h.to_string()).unwrap_or_default()
     );
-    let (status, start, end) = match byte_range(&headers, v.size) {
-        Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
-        Ok(None) => (StatusCode::OK, 0, v.size.saturating_sub(1)),
-        Err(()) => {
-            let mut resp =
-                ApiError::new(ErrorCode::InvalidRequest, "range not satisfiable").into_response();
-            *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    let (status, start, end) = match wanted(&headers, v.size, &etag) {
+        Wanted::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
+        Wanted::Whole => (StatusCode::OK, 0, v.size.saturating_sub(1)),
+        Wanted::Unsatisfiable => {
+            let mut resp = ApiError::new(
+                ErrorCode::RangeNotSatisfiable,
+                format!("the file has {} bytes", v.size),
+            )
+            .into_response();
             resp.headers_mut().insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes */{}", v.size))
@@ -277,33 +305,38 @@ async fn content(
         };
         plan.push((spec.hash, s.clone(), from, to));
     }
-    let blob = state.blob.clone();
-    let stream = futures_util::stream::unfold(
-        (plan.into_iter(), Decoder::new().ok()),
-        move |(mut plan, mut dec)| {
-            let blob = blob.clone();
-            async move {
-                let (hash, s, from, to) = plan.next()?;
-                let result = async {
-                let dec = dec.as_mut().ok_or_else(|| std::io::Error::other("zstd decoder unavailable"))?;
-                let raw = blob
-                    .get_range(&pack_key(&s.pack_id), s.offset, u64::from(s.stored_len))
-                    .await
-                    .map_err(std::io::Error::other)?;
-                let codec = if s.codec == 1 { Codec::Zstd } else { Codec::None };
-                let bytes = dec.decode(codec, &raw, s.raw_len as usize).map_err(std::io::Error::other)?;
-                if blake3::hash(bytes).as_bytes() != hash.as_bytes() {
-                    tracing::error!(chunk = %hash, "stored chunk fails its hash; download aborted");
-                    return Err(std::io::Error::other("stored chunk fails its hash"));
-                }
-                let slice = bytes.get(from..to).ok_or_else(|| std::io::Error::other("stored chunk is shorter than its slot"))?;
-                Ok(Bytes::copy_from_slice(slice))
-            }
-            .await;
-                Some((result, (plan, dec)))
+    // The first chunk is read and checked before any header goes out: a
+    // bad one is a clean 503, not a 200 cut short. A later one that fails
+    // (bit rot since the verifier passed it) ends the body early, which the
+    // client sees by its length, and is marked corrupt at once so that the
+    // next request is refused before its headers and the devices holding
+    // the bytes are asked for them.
+    let mut plan = plan.into_iter();
+    let mut dec = Decoder::new().map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let first = match plan.next() {
+        Some(item) => match serve_chunk(&state, ns, &mut dec, &item).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("chunk {} cannot be served: {e}", item.0),
+                ));
             }
         },
+        None => None,
+    };
+    let rest = futures_util::stream::unfold(
+        (plan, dec, state.clone()),
+        move |(mut plan, mut dec, state)| async move {
+            let item = plan.next()?;
+            let result = serve_chunk(&state, ns, &mut dec, &item)
+                .await
+                .map_err(std::io::Error::other);
+            Some((result, (plan, dec, state)))
+        },
     );
+    use futures_util::StreamExt;
+    let stream = futures_util::stream::iter(first.map(Ok::<Bytes, std::io::Error>)).chain(rest);
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -322,4 +355,105 @@ async fn content(
         h.insert(header::CONTENT_RANGE, r);
     }
     Ok(resp)
+}
+
+/// One planned chunk: read from its pack, decoded, checked against its
+/// hash, cut to its slice. A chunk that fails is marked corrupt (with
+/// `repair` entries for the live files that use it).
+async fn serve_chunk(
+    state: &AppState,
+    ns: NamespaceId,
+    dec: &mut Decoder,
+    (hash, s, from, to): &(ChunkHash, Stored, usize, usize),
+) -> Result<Bytes, String> {
+    let raw = state
+        .blob
+        .get_range(&pack_key(&s.pack_id), s.offset, u64::from(s.stored_len))
+        .await
+        .map_err(|e| e.to_string())?;
+    let codec = if s.codec == 1 {
+        Codec::Zstd
+    } else {
+        Codec::None
+    };
+    let checked = dec
+        .decode(codec, &raw, s.raw_len as usize)
+        .ok()
+        .filter(|bytes| blake3::hash(bytes).as_bytes() == hash.as_bytes())
+        .and_then(|bytes| bytes.get(*from..*to).map(Bytes::copy_from_slice));
+    match checked {
+        Some(b) => Ok(b),
+        None => {
+            tracing::error!(namespace = %ns, chunk = %hash, pack = %s.pack_id,
+                "stored chunk fails its hash while served; marked corrupt");
+            if let Err(e) = mark_corrupt(state, ns, &s.pack_id, *hash).await {
+                tracing::warn!(error = %e, "could not mark the chunk corrupt");
+            }
+            Err("the stored chunk fails its hash".into())
+        }
+    }
+}
+
+/// Marks a chunk that failed while served corrupt (whatever its state)
+/// and reports the live files that use it (`repair` entries).
+async fn mark_corrupt(
+    state: &AppState,
+    ns: NamespaceId,
+    pack: &str,
+    hash: ChunkHash,
+) -> Result<(), sqlx::Error> {
+    use driftless_store::meta::{chunks, repair};
+    let mut tx = state.db.begin().await?;
+    let changed = chunks::mark_corrupt(&mut tx, ns, pack, chunks::Bad::Hashes(&[hash])).await?;
+    if !changed.is_empty() {
+        let set: HashSet<ChunkHash> = changed.into_iter().collect();
+        let damaged = repair::live_users(&mut tx, ns, &set).await?;
+        repair::report(&mut tx, ns, &damaged).await?;
+    }
+    tx.commit().await?;
+    state.committed();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(range: &str, if_range: Option<&str>) -> Wanted {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, range.parse().unwrap());
+        if let Some(c) = if_range {
+            h.insert(header::IF_RANGE, c.parse().unwrap());
+        }
+        wanted(&h, 1000, "\"v1\"")
+    }
+
+    #[test]
+    fn ranges_are_honoured_ignored_or_refused_as_rfc_9110_says() {
+        assert_eq!(asked("bytes=0-99", None), Wanted::Part(0, 99));
+        assert_eq!(asked("bytes=990-", None), Wanted::Part(990, 999));
+        assert_eq!(asked("bytes=-5", None), Wanted::Part(995, 999));
+        assert_eq!(asked("bytes=900-5000", None), Wanted::Part(900, 999));
+        assert_eq!(asked("bytes=1000-", None), Wanted::Unsatisfiable);
+        assert_eq!(asked("bytes=-0", None), Wanted::Unsatisfiable);
+        // Malformed or not understood: ignored, the whole file.
+        for bad in [
+            "bytes=x-y",
+            "bytes=5-1",
+            "items=0-1",
+            "bytes=0-1,5-6",
+            "bytes=",
+            "bytes=--1",
+            "bytes=+1-2",
+        ] {
+            assert_eq!(asked(bad, None), Wanted::Whole, "{bad}");
+        }
+        // If-Range: the range only for the version named.
+        assert_eq!(asked("bytes=0-9", Some("\"v1\"")), Wanted::Part(0, 9));
+        assert_eq!(asked("bytes=0-9", Some("\"v0\"")), Wanted::Whole);
+        assert_eq!(
+            asked("bytes=0-9", Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Wanted::Whole
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! journal records it like any edit, and it conflicts like any edit when the
 //! file changed since `base_rev`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use driftless_protocol::{
     DeviceId, ErrorCode, NamespaceId, Outcome, RestoreRequest, SyncPath, VersionView,
 };
@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::json::Json;
+use crate::json::{Json, Query};
 use crate::state::AppState;
 use driftless_protocol::Problem;
 use utoipa_axum::router::OpenApiRouter;

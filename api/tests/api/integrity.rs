@@ -215,3 +215,78 @@ async fn an_expired_session_is_aborted_in_storage() {
         "{v}"
     );
 }
+
+/// Bit rot after the verifier passed a chunk: the download checks every
+/// chunk as it streams. A bad first chunk is a clean 503 before any header;
+/// a bad later one ends the body short of its Content-Length (the client
+/// sees it), is marked corrupt on the spot with a repair entry, and the
+/// next request is refused before its headers.
+#[tokio::test]
+async fn a_chunk_that_rots_after_verification_is_caught_while_streaming() {
+    let app = TestApp::spawn().await;
+    let (token, ns) = app.user("rot", None).await;
+    let api = Api::new(&app.url, &token);
+    let bytes = data(12 << 20, 5);
+    let file = prepare("big.bin", &bytes, None, "op-1");
+    let (results, _) = upload(&api, ns, std::slice::from_ref(&file)).await;
+    assert!(matches!(results[0].outcome, Outcome::Committed { .. }));
+    settled(&app, ns).await;
+    assert!(corrupt_chunks(&app, ns).await.is_empty());
+    let (_, start) = drain(&api, ns, "").await;
+
+    // Where the file's last chunk lies in storage.
+    let last = *file.put.chunks.last().unwrap();
+    assert!(file.put.chunks.len() >= 3);
+    let row = sqlx::query(
+        "SELECT pack_id, pack_offset, stored_len FROM chunks WHERE namespace_id = $1 AND hash = $2",
+    )
+    .bind(ns as i64)
+    .bind(last.hash.as_bytes().to_vec())
+    .fetch_one(app.state.db.pool())
+    .await
+    .unwrap();
+    let (pack, offset, stored): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let key = driftless_store::pack_key(&pack);
+    let size = app.state.blob.size(&key).await.unwrap().unwrap();
+    let mut whole = app
+        .state
+        .blob
+        .get_range(&key, 0, size)
+        .await
+        .unwrap()
+        .to_vec();
+    whole[(offset + stored / 2) as usize] ^= 0x01;
+    app.state.blob.put(&key, whole.into()).await.unwrap();
+
+    let url = format!("{}/v1/namespaces/{ns}/content?path=big.bin", app.url);
+    let resp = api.http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the first chunks are sound");
+    let length: usize = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(length, bytes.len());
+    // The body stops short of its length: an error, never a whole-looking file.
+    assert!(
+        resp.bytes().await.is_err(),
+        "a short body must not read as whole"
+    );
+
+    assert_eq!(corrupt_chunks(&app, ns).await, vec![last.hash]);
+    let (entries, _) = drain(&api, ns, &format!("cursor={start}")).await;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.kind == ChangeKind::Repair && e.path == "big.bin"),
+        "{entries:?}"
+    );
+    let (status, v) = api
+        .get(&format!("/v1/namespaces/{ns}/content?path=big.bin"))
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (503, Some("unavailable")),
+        "{v}"
+    );
+}

@@ -41,6 +41,19 @@ async fn bad_requests_get_stable_codes() {
         ("unknown token", http.post(&uploads).bearer_auth("dl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").json(&json!({"files": []})), 401, "unauthorized"),
         ("not a bearer token", http.post(&uploads).header("authorization", "Basic ZXJpbjp4").json(&json!({"files": []})), 401, "unauthorized"),
         ("unknown route", http.get(format!("{}/v1/nope", app.url)).bearer_auth(&token), 404, "not_found"),
+        ("wrong method", http.delete(format!("{}/v1/namespaces", app.url)).bearer_auth(&token), 405, "method_not_allowed"),
+        (
+            "query that does not parse",
+            http.get(format!("{}/v1/namespaces/{ns}/changes?cursor=&limit=many", app.url)).bearer_auth(&token),
+            400,
+            "invalid_request",
+        ),
+        (
+            "query missing its field",
+            http.get(format!("{}/v1/namespaces/{ns}/content", app.url)).bearer_auth(&token),
+            400,
+            "invalid_request",
+        ),
         (
             "wrong password",
             http.post(format!("{}/v1/login", app.url)).json(&json!({"user": "erin", "password": "wrong", "device_name": "x"})),

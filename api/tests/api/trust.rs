@@ -245,3 +245,45 @@ async fn a_file_larger_than_the_server_allows_is_refused_before_any_byte() {
     assert_eq!(v["results"][0]["code"], "file_too_large", "{v}");
     assert_eq!(content(&api, ns, "bomb.bin").await.0, 404);
 }
+
+/// The commit names each part's ETag (what its PUT returned); storage says
+/// what it holds. A commit naming another ETag than the one stored is
+/// refused, naming the part, and nothing is committed; the right one then
+/// commits.
+#[tokio::test]
+async fn a_commit_naming_another_etag_than_storage_holds_is_refused() {
+    let app = TestApp::spawn().await;
+    let (token, ns) = app.user("etag", None).await;
+    let api = Api::new(&app.url, &token);
+    let bytes = data(20 << 20, 3);
+    let file = prepare("e.bin", &bytes, None, "op-1");
+    let (upload_id, parts) = crate::client::begin(&api, ns, &file).await;
+    assert!(parts.len() >= 2);
+    let mut done = Vec::new();
+    for p in &parts {
+        let etag = send_part(&api, upload_id.as_str(), p).await;
+        done.push(json!({"part_number": p.request.part_number, "etag": etag}));
+    }
+    let mut wrong = done.clone();
+    wrong[1]["etag"] = json!("\"0123456789abcdef0123456789abcdef\"");
+    let commit = format!("/v1/uploads/{upload_id}/commit");
+    let (status, v) = api.post(&commit, &json!({ "parts": wrong })).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (422, Some("part_checksum_mismatch")),
+        "{v}"
+    );
+    let n = parts[1].request.part_number;
+    assert!(
+        v["detail"].as_str().unwrap().contains(&format!("part {n}")),
+        "{v}"
+    );
+    let (status, v) = api
+        .get(&format!("/v1/namespaces/{ns}/manifest?path=e.bin"))
+        .await;
+    assert_eq!(status, 404, "nothing committed: {v}");
+
+    let (status, v) = api.post(&commit, &json!({ "parts": done })).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["results"][0]["status"], "committed", "{v}");
+}

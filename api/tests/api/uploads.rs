@@ -316,6 +316,54 @@ pub(crate) async fn download_both_ways(api: &Api, ns: u64, path: &str, expected:
         resp.headers()["content-range"],
         format!("bytes */{size}").as_str()
     );
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&v["status"], &v["code"]),
+        (&json!(416), &json!("range_not_satisfiable"))
+    );
+    // A Range the server does not understand is ignored (RFC 9110): the
+    // whole file, never an error.
+    for bad in ["bytes=x-y", "bytes=9-3", "lines=1-2"] {
+        let resp = api
+            .http
+            .get(&url)
+            .bearer_auth(&api.token)
+            .header("range", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{bad}");
+        assert!(resp.bytes().await.unwrap() == expected, "{bad}");
+    }
+    // If-Range: the range only for the version the client has part of;
+    // another version answers the whole file, never a mix of two.
+    let etag = api
+        .http
+        .get(&url)
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for (cond, status, body) in [
+        (etag.as_str(), 206, &expected[..10]),
+        ("\"an-older-version\"", 200, expected),
+    ] {
+        let resp = api
+            .http
+            .get(&url)
+            .bearer_auth(&api.token)
+            .header("range", "bytes=0-9")
+            .header("if-range", cond)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "If-Range {cond}");
+        assert!(resp.bytes().await.unwrap() == body, "If-Range {cond}");
+    }
 
     let (status, v) = api
         .get(&format!("/v1/namespaces/{ns}/manifest?path={path}"))

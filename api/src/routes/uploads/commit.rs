@@ -319,6 +319,28 @@ async fn verify_and_complete(
                 ),
             ));
         }
+        // What the store says it holds must be what the client sent: an
+        // ETag or checksum that differs names another body (a PUT the
+        // client never saw answered, or a part written by someone else).
+        if let (Some(sent), Some(held)) = (etags.get(&n), held.etag.as_deref())
+            && unquoted(sent) != unquoted(held)
+        {
+            return Err(ApiError::new(
+                ErrorCode::PartChecksumMismatch,
+                format!("part {n}: storage holds ETag {held}, the commit names {sent}"),
+            ));
+        }
+        if let Some(held) = held.checksum_crc32c.as_deref()
+            && held != p.checksum
+        {
+            return Err(ApiError::new(
+                ErrorCode::PartChecksumMismatch,
+                format!(
+                    "part {n}: storage holds CRC32C {held}, registered {}",
+                    p.checksum
+                ),
+            ));
+        }
         let etag = etags
             .get(&n)
             .cloned()
@@ -347,4 +369,11 @@ async fn verify_and_complete(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// An ETag without its quotes (stores and clients differ on sending them).
+fn unquoted(etag: &str) -> &str {
+    let e = etag.trim();
+    let e = e.strip_prefix("W/").unwrap_or(e);
+    e.trim_matches('"')
 }
