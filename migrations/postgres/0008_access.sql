@@ -41,3 +41,21 @@ CREATE TABLE upload_chunks (
     part_number  BIGINT,
     PRIMARY KEY (namespace_id, upload_id, hash)
 );
+-- A part registered again first frees the chunks it held: found by index,
+-- not by a scan of the session's (up to millions of) chunks.
+CREATE INDEX upload_chunks_by_part ON upload_chunks (namespace_id, upload_id, part_number);
+
+
+-- A session's pending operations (up to 16 MiB of JSON) live apart from
+-- its row: every part registration reads the row, only the commit reads
+-- the operations, and a large value in the row made each read cost its
+-- size (SQLite walks the overflow pages to reach the columns after it).
+CREATE TABLE upload_requests (
+    namespace_id BIGINT NOT NULL,
+    upload_id    TEXT NOT NULL,
+    request      TEXT NOT NULL,
+    PRIMARY KEY (namespace_id, upload_id)
+);
+INSERT INTO upload_requests (namespace_id, upload_id, request)
+    SELECT namespace_id, id, request FROM upload_sessions;
+ALTER TABLE upload_sessions DROP COLUMN request;

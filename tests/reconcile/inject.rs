@@ -290,11 +290,11 @@ async fn thousands_of_injected_drifts_are_all_found_and_repaired_and_nothing_ref
                 pack_id: pack,
                 s3_upload_id,
                 state: "open".into(),
-                request: "[]".into(),
                 results: None,
                 expires_at_ms: if expired { past } else { past + 3_600_000 },
                 committing_until_ms: None,
             },
+            "[]",
             &[],
         )
         .await

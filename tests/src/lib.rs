@@ -441,6 +441,8 @@ pub const FOLDER_TABLES: &[&str] = &[
     "ops",
     "upload_sessions",
     "upload_parts",
+    "upload_chunks",
+    "upload_requests",
     "device_cursors",
     "consumer_marks",
 ];

@@ -218,8 +218,6 @@ async fn create(
         pack_id,
         s3_upload_id,
         state: "open".into(),
-        request: serde_json::to_string(&pending)
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
         results: None,
         expires_at_ms,
         committing_until_ms: None,
@@ -235,7 +233,9 @@ async fn create(
             }
         }
     }
-    uploads::create_session(&state.db, &session, &lengths).await?;
+    let request = serde_json::to_string(&pending)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    uploads::create_session(&state.db, &session, &request, &lengths).await?;
     tracing::info!(namespace = %ns, upload = %id, files = pending.len(), chunks = needed.len(), "upload session created");
     let upload_id = UploadId::try_from(id).map_err(|_| ApiError::code(ErrorCode::Internal))?;
     Ok(axum::Json(CreatedUpload {
@@ -314,7 +314,9 @@ async fn status(
         .filter(|p| stored.get(&p.part_number) == Some(&p.size))
         .flat_map(|p| p.chunks.iter().map(|c| c.hash))
         .collect();
-    let pending: Vec<Pending> = serde_json::from_str(&s.request).unwrap_or_default();
+    let request = uploads::session_request(&state.db, s.namespace, &s.id).await?;
+    let pending: Vec<Pending> =
+        serde_json::from_str(request.as_deref().unwrap_or("[]")).unwrap_or_default();
     let needed = if s.state == "open" && !busy {
         uncovered(&pending, &covered, &HashSet::new())
     } else {

@@ -10,6 +10,7 @@ mod client;
 mod concurrency;
 mod config;
 mod connections;
+mod costs;
 mod events;
 mod integrity;
 mod logs;

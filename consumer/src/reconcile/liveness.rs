@@ -163,8 +163,9 @@ async fn session_chunks(
 ) -> Result<Vec<ChunkHash>, sqlx::Error> {
     let mut out = Vec::new();
     for r in sqlx::query(
-        "SELECT request FROM upload_sessions WHERE namespace_id = $1 AND state = 'open' \
-         AND created_at_ms >= $2",
+        "SELECT r.request FROM upload_sessions s JOIN upload_requests r \
+         ON r.namespace_id = s.namespace_id AND r.upload_id = s.id \
+         WHERE s.namespace_id = $1 AND s.state = 'open' AND s.created_at_ms >= $2",
     )
     .bind(to_db(ns.0))
     .bind(since)

@@ -56,11 +56,11 @@ pub(crate) async fn committed_pack(
             pack_id: pack_id.into(),
             s3_upload_id: "u".into(),
             state: "open".into(),
-            request: "[]".into(),
             results: None,
             expires_at_ms: i64::MAX,
             committing_until_ms: None,
         },
+        "[]",
         &[],
     )
     .await

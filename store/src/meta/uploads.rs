@@ -23,8 +23,6 @@ pub struct Session {
     pub s3_upload_id: String,
     /// `open`, `committed`, `aborted` or `expired`.
     pub state: String,
-    /// JSON of the pending operations.
-    pub request: String,
     /// JSON of the commit results, once committed.
     pub results: Option<String>,
     /// Expiry, ms since the epoch.
@@ -86,11 +84,13 @@ fn decode_chunks(b: &[u8]) -> Vec<PartChunk> {
 /// database's parameter limit).
 const INSERT_ROWS: usize = 250;
 
-/// Stores a new open session, its pack (state `uploading`) and the chunks
-/// its files name (`chunks`: distinct hashes with their raw lengths).
+/// Stores a new open session with its pending operations (`request`, JSON),
+/// its pack (state `uploading`) and the chunks its files name (`chunks`:
+/// distinct hashes with their raw lengths).
 pub async fn create_session(
     db: &Db,
     s: &Session,
+    request: &str,
     chunks: &[(ChunkHash, u32)],
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
@@ -98,8 +98,8 @@ pub async fn create_session(
     let ns = to_db(s.namespace.0);
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO upload_sessions (namespace_id, id, user_id, device_id, pack_id, s3_upload_id, state, request, \
-         created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9)",
+        "INSERT INTO upload_sessions (namespace_id, id, user_id, device_id, pack_id, s3_upload_id, state, \
+         created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8)",
     )
     .bind(ns)
     .bind(&s.id)
@@ -107,9 +107,16 @@ pub async fn create_session(
     .bind(s.device_id)
     .bind(&s.pack_id)
     .bind(&s.s3_upload_id)
-    .bind(&s.request)
     .bind(now)
     .bind(s.expires_at_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO upload_requests (namespace_id, upload_id, request) VALUES ($1, $2, $3)",
+    )
+    .bind(ns)
+    .bind(&s.id)
+    .bind(request)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -295,7 +302,22 @@ pub async fn session(db: &Db, ns: NamespaceId, id: &str) -> Result<Option<Sessio
 }
 
 const SESSION_COLUMNS: &str = "namespace_id, id, user_id, device_id, pack_id, s3_upload_id, state, \
-    request, results, expires_at_ms, committing_until_ms";
+    results, expires_at_ms, committing_until_ms";
+
+/// The pending operations (JSON) a session was opened with.
+pub async fn session_request(
+    db: &Db,
+    ns: NamespaceId,
+    id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT request FROM upload_requests WHERE namespace_id = $1 AND upload_id = $2",
+    )
+    .bind(to_db(ns.0))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await
+}
 
 fn session_row(r: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
     Ok(Session {
@@ -306,10 +328,9 @@ fn session_row(r: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
         pack_id: r.try_get(4)?,
         s3_upload_id: r.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
         state: r.try_get(6)?,
-        request: r.try_get(7)?,
-        results: r.try_get(8)?,
-        expires_at_ms: r.try_get(9)?,
-        committing_until_ms: r.try_get::<Option<i64>, _>(10)?,
+        results: r.try_get(7)?,
+        expires_at_ms: r.try_get(8)?,
+        committing_until_ms: r.try_get::<Option<i64>, _>(9)?,
     })
 }
 
@@ -452,6 +473,7 @@ pub async fn finish_commit(
     results: &str,
     token: &str,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
     let r = sqlx::query(
         "UPDATE upload_sessions SET state = 'committed', results = $1, committing_until_ms = NULL \
          WHERE namespace_id = $2 AND id = $3 AND state = 'open' AND commit_token = $4",
@@ -460,9 +482,33 @@ pub async fn finish_commit(
     .bind(to_db(ns.0))
     .bind(id)
     .bind(token)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
-    Ok(r.rows_affected() == 1)
+    let finished = r.rows_affected() == 1;
+    if finished {
+        forget_pending(&mut tx, ns, id).await?;
+    }
+    tx.commit().await?;
+    Ok(finished)
+}
+
+/// Drops what only an open session needs: its pending operations and its
+/// chunk list (a closed session answers from its results).
+async fn forget_pending(
+    conn: &mut AnyConnection,
+    ns: NamespaceId,
+    id: &str,
+) -> Result<(), sqlx::Error> {
+    for table in ["upload_requests", "upload_chunks"] {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE namespace_id = $1 AND upload_id = $2"
+        ))
+        .bind(to_db(ns.0))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Moves an open session to `state` (`committed` with results, `aborted`, `expired`).
@@ -486,6 +532,7 @@ pub async fn close_session(
     if state != "committed" {
         retire_unfinished_pack(&mut tx, ns, id).await?;
     }
+    forget_pending(&mut tx, ns, id).await?;
     tx.commit().await
 }
 
@@ -539,6 +586,7 @@ pub async fn expire_session(db: &Db, ns: NamespaceId, id: &str) -> Result<bool, 
     .rows_affected();
     if done == 1 {
         retire_unfinished_pack(&mut tx, ns, id).await?;
+        forget_pending(&mut tx, ns, id).await?;
     }
     tx.commit().await?;
     Ok(done == 1)

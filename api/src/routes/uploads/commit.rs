@@ -179,7 +179,10 @@ async fn finish(
     // them from storage when their commits' events arrive (trust, then
     // verify), and its sweep catches the chunks no commit names.
 
-    let pending: Vec<Pending> = serde_json::from_str(&s.request)
+    let request = uploads::session_request(&state.db, s.namespace, &s.id)
+        .await?
+        .unwrap_or_default();
+    let pending: Vec<Pending> = serde_json::from_str(&request)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let mut results = Vec::with_capacity(pending.len());
     for p in pending {

@@ -100,7 +100,9 @@ pub(super) async fn register(
     }
     if !uploads::has_session_chunks(&state.db, s.namespace, &s.id).await? {
         // A session opened before the server kept chunk lists: once.
-        let pending: Vec<Pending> = serde_json::from_str(&s.request).unwrap_or_default();
+        let request = uploads::session_request(&state.db, s.namespace, &s.id).await?;
+        let pending: Vec<Pending> =
+            serde_json::from_str(request.as_deref().unwrap_or("[]")).unwrap_or_default();
         let mut seen = HashSet::new();
         let lengths: Vec<(ChunkHash, u32)> = pending
             .iter()
