@@ -22,6 +22,7 @@ mod restart;
 mod sharing;
 mod shedding;
 mod shutdown;
+mod start_script;
 mod timeouts;
 mod trust;
 mod uploads;
