@@ -185,16 +185,7 @@ fn check_manifest(path: &str, m: &DownloadManifest) -> Result<(), DownloadError>
     }
     let params = ChunkParams::new(m.chunking.min, m.chunking.avg, m.chunking.max)
         .map_err(|e| corrupt(path, format!("chunking: {e}")))?;
-    let mut at = 0u64;
-    for c in &m.chunks {
-        if c.offset != at {
-            return Err(corrupt(path, "chunk offsets do not tile the file"));
-        }
-        at += u64::from(c.len);
-    }
-    if at != m.size {
-        return Err(corrupt(path, "chunk lengths do not add up to the size"));
-    }
+    m.check_layout().map_err(|why| corrupt(path, why))?;
     let h = content_hash(params, m.chunks.iter().map(|c| (c.hash.as_bytes(), c.len)));
     if ContentHash::from_bytes(h) != m.content_hash {
         return Err(corrupt(

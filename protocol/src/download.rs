@@ -72,3 +72,25 @@ pub struct DownloadManifest {
     /// Where to fetch each distinct chunk once.
     pub ranges: Vec<FetchRange>,
 }
+
+impl DownloadManifest {
+    /// Whether the chunk list tiles the file: each chunk starts where the
+    /// one before it ended, and they add up to `size`. (The content hash,
+    /// recomputed from the list with the chunker, is the other half of a
+    /// client's check.)
+    pub fn check_layout(&self) -> Result<(), &'static str> {
+        let mut at = 0u64;
+        for c in &self.chunks {
+            if c.offset != at {
+                return Err("chunk offsets do not tile the file");
+            }
+            at = at
+                .checked_add(u64::from(c.len))
+                .ok_or("chunk lengths overflow")?;
+        }
+        if at != self.size {
+            return Err("chunk lengths do not add up to the size");
+        }
+        Ok(())
+    }
+}

@@ -12,6 +12,7 @@ mod digest;
 mod download;
 mod error;
 mod ids;
+mod manifest;
 #[cfg(feature = "openapi")]
 mod openapi;
 mod path;
@@ -27,6 +28,7 @@ pub use digest::{ChunkHash, ContentHash, DigestError};
 pub use download::{DownloadManifest, FetchRange, ManifestChunk, RangeChunk};
 pub use error::{ErrorCode, Problem};
 pub use ids::{DeviceId, IdError, NamespaceId, OpId, Rev, Seq, UploadId};
+pub use manifest::Manifest;
 pub use path::{MAX_NAME_BYTES, MAX_PATH_BYTES, PathError, Portability, SyncPath};
 pub use upload::{
     ChunkSpec, ChunkingSpec, CommitRequest, CommitResponse, CompletedPart, CreateUpload,
