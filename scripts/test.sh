@@ -47,7 +47,8 @@ kill "$probe_pid"; wait "$probe_pid" 2>/dev/null || true; rm -rf "$probe_dir"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+# Every test binary runs even after a failure, so one run shows them all.
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 
 # One total over every test binary and the doctests, as the last line.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }

@@ -430,3 +430,56 @@ async fn metrics_ask_for_their_token() {
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("driftless_shed_total"));
 }
+
+/// One user's requests that never finish (a body that trickles) hold only
+/// that user's slots: their next request gets 429 with Retry-After, another
+/// user is served as usual, and the user is served again once theirs end.
+#[tokio::test]
+async fn one_user_cannot_hold_every_request_slot() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_configured(
+        TestDb::postgres().await,
+        AppOptions {
+            max_in_flight_per_user: 4,
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let (greedy_token, ns) = app.user("hog", None).await;
+    let (other_token, _) = app.user("fair", None).await;
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /v1/namespaces/{ns}/uploads HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {greedy_token}\r\n\
+             content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"files\": ["
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        stuck.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let greedy = Api::new(&app.url, &greedy_token);
+    let resp = greedy
+        .http
+        .get(format!("{}/v1/namespaces", app.url))
+        .bearer_auth(&greedy_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "rate_limited", "{v}");
+    let other = Api::new(&app.url, &other_token);
+    assert_eq!(other.get("/v1/namespaces").await.0, 200);
+    drop(stuck);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while greedy.get("/v1/namespaces").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
