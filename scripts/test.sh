@@ -5,7 +5,9 @@
 # Services: PostgreSQL on 127.0.0.1:5432 (started here if it is down; each test
 # makes and drops its own database). The S3 server with SigV4 is s3s-fs, which
 # the tests start in process on a free port (or set DRIFTLESS_TEST_S3_ENDPOINT,
-# _ACCESS_KEY and _SECRET_KEY to use another). The Kafka-protocol broker is
+# _ACCESS_KEY and _SECRET_KEY to use another); the tests of what only a
+# checksum-enforcing store can show start Garage nodes of their own (Garage
+# 2.5.0 from crates.io, installed here into ~/.cargo/bin if it is missing). The Kafka-protocol broker is
 # tansu (crates.io), installed here into ~/.cargo/bin if it is missing (about
 # 8 minutes once, then cached); each test that needs one starts its own on a
 # free port, so it can kill and restart it. A service that cannot start fails
@@ -41,6 +43,36 @@ for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$probe_port") 2>/dev/null &
 if ! (echo >"/dev/tcp/127.0.0.1/$probe_port") 2>/dev/null; then
   cat "$probe_dir/broker.log" >&2
   echo "FATAL: the tansu broker does not start" >&2; exit 1
+fi
+kill "$probe_pid"; wait "$probe_pid" 2>/dev/null || true; rm -rf "$probe_dir"
+
+garage_version=2.5.0
+if ! garage --version 2>/dev/null | grep -q "$garage_version"; then
+  echo "installing the S3 store Garage $garage_version (cargo install, once: about 15 minutes)" >&2
+  cargo install "garage@$garage_version" --locked ||
+    { echo "FATAL: could not install Garage" >&2; exit 1; }
+fi
+# Prove a node starts and answers, as the test fixtures start it.
+probe_dir=$(mktemp -d)
+free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cat >"$probe_dir/garage.toml" <<TOML
+metadata_dir = "$probe_dir/meta"
+data_dir = "$probe_dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$(free)"
+rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$(free)"
+root_domain = ".s3.garage.localhost"
+TOML
+garage -c "$probe_dir/garage.toml" server >"$probe_dir/garage.log" 2>&1 &
+probe_pid=$!
+for _ in $(seq 1 100); do garage -c "$probe_dir/garage.toml" node id -q >/dev/null 2>&1 && break; sleep 0.2; done
+if ! garage -c "$probe_dir/garage.toml" node id -q >/dev/null 2>&1; then
+  cat "$probe_dir/garage.log" >&2
+  echo "FATAL: Garage does not start" >&2; exit 1
 fi
 kill "$probe_pid"; wait "$probe_pid" 2>/dev/null || true; rm -rf "$probe_dir"
 

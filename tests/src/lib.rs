@@ -9,10 +9,12 @@
 use std::time::Duration;
 
 mod broker;
+mod garage;
 mod process;
 mod proxy;
 
 pub use broker::{TestBroker, read_topic};
+pub use garage::{GARAGE_REGION, GarageCluster, GarageNode};
 pub use process::{ConsumerProcess, ServerProcess};
 pub use proxy::{BlackHole, TcpProxy};
 
@@ -134,6 +136,7 @@ pub struct TestS3 {
     pub store: BlobStore,
     _server: Option<EmbeddedS3>,
     _dir: Option<tempfile::TempDir>,
+    _garage: Option<std::sync::Arc<GarageCluster>>,
 }
 
 impl TestS3 {
@@ -179,6 +182,19 @@ impl TestS3 {
             store,
             _server: server,
             _dir: dir,
+            _garage: None,
+        }
+    }
+
+    /// A fresh bucket on `cluster`.
+    pub async fn on_garage(cluster: std::sync::Arc<GarageCluster>, presign_ttl: Duration) -> Self {
+        let (config, store) = cluster.bucket(presign_ttl).await;
+        Self {
+            config,
+            store,
+            _server: None,
+            _dir: None,
+            _garage: Some(cluster),
         }
     }
 }
@@ -209,6 +225,11 @@ pub struct AppOptions {
     pub s3_proxy: Option<Duration>,
     /// The token `/metrics` asks for.
     pub metrics_token: Option<String>,
+    /// Object storage on this Garage cluster (a fresh bucket) instead of
+    /// the default S3 server.
+    pub garage: Option<std::sync::Arc<GarageCluster>>,
+    /// How long presigned URLs live.
+    pub presign_ttl: Duration,
 }
 
 impl Default for AppOptions {
@@ -225,6 +246,8 @@ impl Default for AppOptions {
             header_read_timeout: Duration::from_secs(10),
             s3_proxy: None,
             metrics_token: None,
+            garage: None,
+            presign_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -298,6 +321,8 @@ impl TestApp {
             header_read_timeout,
             s3_proxy,
             metrics_token,
+            garage,
+            presign_ttl,
         } = options;
         // RUST_LOG=debug shows the server's logs (500s carry their detail there).
         if std::env::var_os("RUST_LOG").is_some() {
@@ -306,7 +331,10 @@ impl TestApp {
                 .with_test_writer()
                 .try_init();
         }
-        let s3 = TestS3::start(Duration::from_secs(300)).await;
+        let s3 = match garage {
+            Some(cluster) => TestS3::on_garage(cluster, presign_ttl).await,
+            None => TestS3::start(presign_ttl).await,
+        };
         let (store, proxy) = match s3_proxy {
             None => (s3.store.clone(), None),
             Some(read_timeout) => {

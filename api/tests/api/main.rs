@@ -12,6 +12,7 @@ mod config;
 mod connections;
 mod costs;
 mod events;
+mod garage;
 mod integrity;
 mod logs;
 mod openapi;

@@ -1,0 +1,274 @@
+//! Garage (crates.io `garage`), a production S3 store that enforces signed
+//! checksums and runs as a cluster: one node, or several on loopback, per
+//! test that asks for it, each in a temporary folder on free ports, so a
+//! test can kill and restart a node. `garage` must be on the PATH
+//! (`scripts/test.sh` installs it); a missing or failing store fails the
+//! test, it never skips it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::*;
+
+/// The access key every test cluster imports (Garage's key id format:
+/// `GK` and 24 hex digits; the secret is 64 hex digits).
+const KEY_ID: &str = "GK0123456789abcdef01234567";
+const KEY_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// The region the nodes answer for.
+pub const GARAGE_REGION: &str = "garage";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One Garage process.
+pub struct GarageNode {
+    /// Its S3 API port.
+    pub s3_port: u16,
+    rpc_port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    /// `ID@127.0.0.1:PORT`, once known.
+    pub node: String,
+}
+
+impl GarageNode {
+    fn config(&self) -> PathBuf {
+        self.dir.join("garage.toml")
+    }
+
+    fn write_config(&self, replication: usize, secret: &str) {
+        let d = self.dir.display();
+        let admin = free_port();
+        std::fs::write(
+            self.config(),
+            format!(
+                "metadata_dir = \"{d}/meta\"\n\
+                 data_dir = \"{d}/data\"\n\
+                 db_engine = \"sqlite\"\n\
+                 replication_factor = {replication}\n\
+                 rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_secret = \"{secret}\"\n\
+                 [s3_api]\n\
+                 s3_region = \"{GARAGE_REGION}\"\n\
+                 api_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n\
+                 [admin]\n\
+                 api_bind_addr = \"127.0.0.1:{admin}\"\n",
+                rpc = self.rpc_port,
+                s3 = self.s3_port,
+            ),
+        )
+        .unwrap();
+    }
+
+    /// The `garage` CLI against this node; panics with its output on failure.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("garage")
+            .arg("-c")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `garage` ({e}); scripts/test.sh installs it"));
+        assert!(
+            out.status.success(),
+            "garage {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts the process (again, on the same ports and folders).
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("garage.log"))
+            .unwrap();
+        let mut cmd = Command::new("garage");
+        cmd.arg("-c")
+            .arg(self.config())
+            .arg("server")
+            .env("RUST_LOG", "garage=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // Killed when the test drops it (panics included), as the broker is.
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start Garage ({e}); install it with `cargo install garage@2.5.0 \
+                 --locked` (scripts/test.sh does)"
+            )
+        });
+        self.child = Some(child);
+    }
+
+    /// Waits until the node answers its CLI (its RPC is up).
+    async fn wait_up(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "Garage exited ({status}): {}",
+                    std::fs::read_to_string(self.dir.join("garage.log")).unwrap_or_default()
+                );
+            }
+            let out = Command::new("garage")
+                .arg("-c")
+                .arg(self.config())
+                .args(["node", "id", "-q"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                self.node = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Garage did not come up: {}",
+                std::fs::read_to_string(self.dir.join("garage.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the node with SIGKILL (its folders stay).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for GarageNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A Garage cluster of `n` nodes on loopback, replication `n`, with one
+/// access key that may create buckets.
+pub struct GarageCluster {
+    pub nodes: Vec<GarageNode>,
+    _dir: tempfile::TempDir,
+}
+
+impl GarageCluster {
+    /// One node (replication 1).
+    pub async fn single() -> Self {
+        Self::start(1).await
+    }
+
+    /// `n` nodes, each holding every object (replication `n`).
+    pub async fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let secret: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let node_dir = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let mut node = GarageNode {
+                s3_port: free_port(),
+                rpc_port: free_port(),
+                dir: node_dir,
+                child: None,
+                node: String::new(),
+            };
+            node.write_config(n, &secret);
+            node.spawn();
+            node.wait_up().await;
+            nodes.push(node);
+        }
+        let first = &nodes[0];
+        for other in &nodes[1..] {
+            first.cli(&["node", "connect", &other.node]);
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let id = node.node.split('@').next().unwrap().to_owned();
+            first.cli(&[
+                "layout",
+                "assign",
+                "-z",
+                &format!("dc{}", i + 1),
+                "-c",
+                "1G",
+                &id,
+            ]);
+        }
+        first.cli(&["layout", "apply", "--version", "1"]);
+        first.cli(&[
+            "key",
+            "import",
+            "--yes",
+            KEY_ID,
+            KEY_SECRET,
+            "-n",
+            "driftless-tests",
+        ]);
+        first.cli(&["key", "allow", "--create-bucket", KEY_ID]);
+        Self { nodes, _dir: dir }
+    }
+
+    /// Settings for `bucket` through node `i`'s S3 API.
+    pub fn blob_config_via(&self, i: usize, bucket: &str, presign_ttl: Duration) -> BlobConfig {
+        BlobConfig {
+            endpoint: format!("http://127.0.0.1:{}", self.nodes[i].s3_port),
+            region: GARAGE_REGION.into(),
+            bucket: bucket.into(),
+            access_key: KEY_ID.into(),
+            secret_key: KEY_SECRET.into(),
+            path_style: true,
+            presign_ttl,
+            read_timeout: driftless_store::blob::READ_TIMEOUT,
+        }
+    }
+
+    /// Settings for `bucket` through the first node.
+    pub fn blob_config(&self, bucket: &str, presign_ttl: Duration) -> BlobConfig {
+        self.blob_config_via(0, bucket, presign_ttl)
+    }
+
+    /// A fresh bucket (created through S3 by the test key, which owns it),
+    /// once the layout has settled enough to take it.
+    pub async fn bucket(&self, presign_ttl: Duration) -> (BlobConfig, BlobStore) {
+        let config = self.blob_config(&unique("bucket-"), presign_ttl);
+        let store = BlobStore::new(&config);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match store.ensure_bucket().await {
+                Ok(()) => return (config, store),
+                Err(e) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "Garage at {} is not usable: {e}",
+                        config.endpoint
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Kills node `i` with SIGKILL.
+    pub fn kill9(&mut self, i: usize) {
+        self.nodes[i].kill9();
+    }
+
+    /// Starts node `i` again on its ports and folders.
+    pub async fn restart(&mut self, i: usize) {
+        self.nodes[i].kill9();
+        self.nodes[i].spawn();
+        self.nodes[i].wait_up().await;
+    }
+}
