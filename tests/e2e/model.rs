@@ -265,8 +265,17 @@ async fn run_seed(app: &TestApp, seed: u64) -> Result<(), String> {
             }
             _ if side.online => {
                 if let Err(e) = d.syncer.pass().await {
+                    // A 401 seen once in CI (1 seed of 200, never locally in
+                    // 2,000): say whether the server still holds the token.
+                    let row: Option<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+                        "SELECT id, revoked_at_ms, expires_at_ms FROM devices WHERE token_hash = $1",
+                    )
+                    .bind(blake3::hash(side.token.as_bytes()).as_bytes().to_vec())
+                    .fetch_optional(app.state.db.pool())
+                    .await
+                    .unwrap_or_default();
                     return Err(format!(
-                        "{}'s pass at step {step} failed: {e} (token {}…)\n{}",
+                        "{}'s pass at step {step} failed: {e} (token {}…; its device row now: {row:?})\n{}",
                         side.name,
                         &side.token[..8],
                         log.join("\n")
