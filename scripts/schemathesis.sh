@@ -65,6 +65,8 @@ TOML
 # One worker: CPython 3.11's ast.parse is not thread-safe under
 # hypothesis's lambda introspection ("AST constructor recursion depth
 # mismatch", a tool error, not an API failure).
+# From the scratch folder: schemathesis keeps its .hypothesis database in the working directory.
+cd "$scratch"
 schemathesis --config-file "$scratch/schemathesis.toml" run "$url/openapi.json" \
   -H "Authorization: Bearer $token" \
   --checks all --exclude-checks ignored_auth,positive_data_acceptance \
