@@ -38,12 +38,12 @@ for _ in $(seq 1 300); do
   kill -0 "$server" 2>/dev/null || { cat "$scratch/server.log" >&2; echo "FATAL: the server did not start" >&2; exit 1; }
   sleep 0.1
 done
-curl -fsS "$url/healthz" >/dev/null || { echo "FATAL: the server does not answer" >&2; exit 1; }
-token=$(curl -fsS "$url/v1/login" -H 'content-type: application/json' \
+curl -fsS --max-time 10 "$url/healthz" >/dev/null || { echo "FATAL: the server does not answer" >&2; exit 1; }
+token=$(curl -fsS --max-time 30 "$url/v1/login" -H 'content-type: application/json' \
   -d "{\"user\":\"fuzzer\",\"password\":\"$password\",\"device_name\":\"schemathesis\"}" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 # The user's home folder, so that generated requests reach real data.
-ns=$(curl -fsS "$url/v1/namespaces" -H "Authorization: Bearer $token" |
+ns=$(curl -fsS --max-time 10 "$url/v1/namespaces" -H "Authorization: Bearer $token" |
   python3 -c 'import json,sys; print([n for n in json.load(sys.stdin) if n["home"]][0]["id"])')
 # A long-poll waits (60 s by default) by design: ask for 1 s.
 cat >"$scratch/schemathesis.toml" <<TOML

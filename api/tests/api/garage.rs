@@ -13,6 +13,7 @@ use driftless_tests::{AppOptions, GarageCluster, TestApp, TestDb};
 use serde_json::json;
 
 use crate::client::{Api, begin, prepare, send_part};
+use crate::trust::wrong_etag_refused_then_right_ones_commit;
 use crate::uploads::{data, download_both_ways};
 
 async fn on_garage(presign_ttl: Duration) -> TestApp {
@@ -99,26 +100,9 @@ async fn storage_refuses_a_part_that_is_not_what_its_url_signed_and_the_right_on
         ),
     }
 
-    // The right bytes go in, and the file commits and downloads whole.
-    let mut done = Vec::new();
-    for p in &parts {
-        let etag = send_part(&api, upload_id.as_str(), p).await;
-        done.push(json!({"part_number": p.request.part_number, "etag": etag}));
-    }
-    // A wrong ETag is named in the refusal; the right ones commit.
-    let mut wrong = done.clone();
-    wrong[1]["etag"] = json!("\"0123456789abcdef0123456789abcdef\"");
-    let commit = format!("/v1/uploads/{upload_id}/commit");
-    let (status, v) = api.post(&commit, &json!({ "parts": wrong })).await;
-    assert_eq!(
-        (status, v["code"].as_str()),
-        (422, Some("part_checksum_mismatch")),
-        "{v}"
-    );
-    assert!(v["detail"].as_str().unwrap().contains("part 2"), "{v}");
-    let (status, v) = api.post(&commit, &json!({ "parts": done })).await;
-    assert_eq!(status, 200, "{v}");
-    assert_eq!(v["results"][0]["status"], "committed", "{v}");
+    // The right bytes go in; a wrong ETag at commit is named in the
+    // refusal, the right ones commit, and the file downloads whole.
+    wrong_etag_refused_then_right_ones_commit(&api, ns, upload_id.as_str(), &parts, "g.bin").await;
     download_both_ways(&api, ns, "g.bin", &bytes).await;
 }
 

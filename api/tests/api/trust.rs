@@ -259,9 +259,23 @@ async fn a_commit_naming_another_etag_than_storage_holds_is_refused() {
     let file = prepare("e.bin", &bytes, None, "op-1");
     let (upload_id, parts) = crate::client::begin(&api, ns, &file).await;
     assert!(parts.len() >= 2);
+    wrong_etag_refused_then_right_ones_commit(&api, ns, upload_id.as_str(), &parts, "e.bin").await;
+}
+
+/// Sends `parts` of the one-file upload `upload_id` (for `path`), then
+/// commits naming a wrong ETag for the second part: refused as
+/// `part_checksum_mismatch` naming that part, nothing committed; then the
+/// right ETags commit.
+pub(crate) async fn wrong_etag_refused_then_right_ones_commit(
+    api: &Api,
+    ns: u64,
+    upload_id: &str,
+    parts: &[crate::client::PartBody],
+    path: &str,
+) {
     let mut done = Vec::new();
-    for p in &parts {
-        let etag = send_part(&api, upload_id.as_str(), p).await;
+    for p in parts {
+        let etag = send_part(api, upload_id, p).await;
         done.push(json!({"part_number": p.request.part_number, "etag": etag}));
     }
     let mut wrong = done.clone();
@@ -279,7 +293,7 @@ async fn a_commit_naming_another_etag_than_storage_holds_is_refused() {
         "{v}"
     );
     let (status, v) = api
-        .get(&format!("/v1/namespaces/{ns}/manifest?path=e.bin"))
+        .get(&format!("/v1/namespaces/{ns}/manifest?path={path}"))
         .await;
     assert_eq!(status, 404, "nothing committed: {v}");
 
