@@ -109,9 +109,23 @@ impl Db {
         self.dialect
     }
 
-    /// Starts a transaction.
+    /// Starts a transaction; safe to cancel at any point.
+    ///
+    /// sqlx 0.8's `begin()` is not: cancelled while its BEGIN is in flight
+    /// (a client hanging up cancels its request's handler wherever it
+    /// waits), it returns the PostgreSQL connection to the pool inside a
+    /// transaction nothing will end (sqlx issues 4385/4393). The next
+    /// borrower's plain statements then run in it, uncommitted and
+    /// invisible to every other connection — a device created that way
+    /// answered `401 unknown token` — and its row locks stay held. So the
+    /// BEGIN runs as a task of its own that a cancelled caller cannot cut
+    /// short; a transaction nobody waits for any more is dropped there,
+    /// which rolls it back before the connection is pooled again.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        self.pool.begin().await
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.begin().await })
+            .await
+            .map_err(|e| sqlx::Error::Protocol(format!("starting a transaction failed: {e}")))?
     }
 
     /// A PostgreSQL LISTEN connection on `channel`; `None` on SQLite (one

@@ -10,6 +10,7 @@ pub struct TestBroker {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    _watchdog: crate::Watchdog,
 }
 
 impl TestBroker {
@@ -24,6 +25,7 @@ impl TestBroker {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            _watchdog: crate::Watchdog::arm(),
         };
         b.restart().await;
         b

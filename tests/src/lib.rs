@@ -12,11 +12,13 @@ mod broker;
 mod garage;
 mod process;
 mod proxy;
+mod watchdog;
 
 pub use broker::{TestBroker, read_topic};
 pub use garage::{GARAGE_REGION, GarageCluster, GarageNode};
 pub use process::{ConsumerProcess, ServerProcess};
 pub use proxy::{BlackHole, TcpProxy};
+pub use watchdog::Watchdog;
 
 use driftless_store::{BlobConfig, BlobStore, Db, EmbeddedS3};
 use rand::Rng;
@@ -53,6 +55,7 @@ pub struct TestDb {
     pub url: String,
     pg_name: Option<String>,
     _dir: Option<tempfile::TempDir>,
+    _watchdog: Watchdog,
 }
 
 impl TestDb {
@@ -81,6 +84,7 @@ impl TestDb {
             url,
             pg_name: Some(name),
             _dir: None,
+            _watchdog: Watchdog::arm(),
         }
     }
 
@@ -93,6 +97,7 @@ impl TestDb {
             url,
             pg_name: None,
             _dir: Some(dir),
+            _watchdog: Watchdog::arm(),
         }
     }
 

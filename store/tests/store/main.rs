@@ -7,6 +7,7 @@
 
 mod accounts;
 mod blob;
+mod cancel;
 mod commit;
 mod lease;
 mod schema;
