@@ -277,6 +277,23 @@ impl Server {
         blob.ensure_bucket()
             .await
             .context("preparing the S3 bucket")?;
+        // Browsers on the allowed origins PUT and GET presigned URLs
+        // straight from the page: the bucket must answer their CORS
+        // preflights. A key that may not set the rule leaves it to the
+        // operator (the rule is in the log). The embedded endpoint (s3s-fs)
+        // keeps no bucket rules: answering browsers there is the web
+        // client's work, not yet done.
+        if embedded_s3.is_none() && !config.cors_origins.is_empty() {
+            match blob.ensure_cors(&config.cors_origins).await {
+                Ok(()) => tracing::info!(origins = ?config.cors_origins, "bucket CORS rule set"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    rule = %driftless_store::cors_rule_xml(&config.cors_origins),
+                    "could not set the bucket's CORS rule; browsers cannot upload \
+                     until an operator sets it"
+                ),
+            }
+        }
         let state = AppState::new(
             db,
             blob,

@@ -53,7 +53,9 @@ impl ClientError {
     pub fn retryable(&self) -> bool {
         match self {
             ClientError::Api { problem, .. } => problem.code.retryable(),
-            ClientError::Storage { status, .. } => *status >= 500,
+            ClientError::Storage { status, code, .. } => {
+                *status >= 500 || matches!(status, 408 | 429) || damaged_on_the_way(code)
+            }
             ClientError::Transport(_) => true,
             ClientError::Http { status } => *status >= 500 || matches!(status, 408 | 429),
             ClientError::Protocol(_) => false,
@@ -65,6 +67,19 @@ impl ClientError {
     pub fn signed_out(&self) -> bool {
         matches!(self, ClientError::Api { problem, .. } if problem.code == driftless_protocol::ErrorCode::Unauthorized)
     }
+}
+
+/// Whether object storage refused a part because the bytes it received do
+/// not match the checksum signed into the URL: damaged on the way (a link,
+/// a proxy, a NIC), so sending them again from what was read is the cure.
+/// AWS says `BadDigest`, Garage `InvalidDigest`, some S3 stores
+/// `XAmzContentChecksumMismatch`; `RequestTimeout` is S3's 400 for a body
+/// that arrived too slowly.
+fn damaged_on_the_way(code: &str) -> bool {
+    matches!(
+        code,
+        "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch" | "RequestTimeout"
+    )
 }
 
 /// Longest a JSON answer of the API may be (a 50 GB file's manifest is a

@@ -17,7 +17,7 @@ pub mod meta;
 
 pub use blob::{
     BlobConfig, BlobError, BlobStore, ListedObject, ListedUpload, Page, Presigned, StoredPart,
-    pack_key,
+    cors_rule_xml, pack_key,
 };
 pub use db::{Db, Dialect};
 pub use embedded_s3::EmbeddedS3;

@@ -12,3 +12,4 @@ mod local_rules;
 mod model;
 mod offline;
 mod safety;
+mod storage;

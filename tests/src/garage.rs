@@ -31,9 +31,13 @@ pub struct GarageNode {
     pub s3_port: u16,
     rpc_port: u16,
     dir: PathBuf,
-    child: Option<Child>,
+    child: std::sync::Mutex<Option<Child>>,
     /// `ID@127.0.0.1:PORT`, once known.
     pub node: String,
+    /// Whether the process outlives every test of the binary (the shared
+    /// node): then it is stopped, and its folders removed, when the test
+    /// binary exits, however it exits.
+    shared: bool,
 }
 
 impl GarageNode {
@@ -85,18 +89,40 @@ impl GarageNode {
     }
 
     /// Starts the process (again, on the same ports and folders).
-    fn spawn(&mut self) {
+    fn spawn(&self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("garage.log"))
             .unwrap();
-        let mut cmd = Command::new("garage");
-        cmd.arg("-c")
-            .arg(self.config())
-            .arg("server")
-            .env("RUST_LOG", "garage=warn")
-            .stdin(Stdio::null())
+        let mut cmd = if self.shared {
+            // No test owns the shared node, so nothing drops it: a shell
+            // runs it and kills it once the test binary is gone (the pipe
+            // on the shell's stdin closes when the binary exits, even by
+            // SIGKILL), then removes its folders.
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg(
+                    // (A background list's stdin is /dev/null: the pipe
+                    // is kept on fd 3 for it.)
+                    "exec 3<&0; garage -c \"$1\" server </dev/null 3<&- & p=$!; \
+                     (cat <&3 >/dev/null; kill -9 $p 2>/dev/null) & \
+                     exec 3<&-; wait $p; s=$?; rm -rf \"$2\"; exit $s",
+                )
+                .arg("garage-shared")
+                .arg(self.config())
+                .arg(self.dir.parent().unwrap_or(&self.dir))
+                .stdin(Stdio::piped());
+            cmd
+        } else {
+            let mut cmd = Command::new("garage");
+            cmd.arg("-c")
+                .arg(self.config())
+                .arg("server")
+                .stdin(Stdio::null());
+            cmd
+        };
+        cmd.env("RUST_LOG", "garage=warn")
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         // Killed when the test drops it (panics included), as the broker is.
@@ -106,16 +132,21 @@ impl GarageNode {
                  --locked` (scripts/test.sh does)"
             )
         });
-        self.child = Some(child);
+        *self.child.lock().unwrap() = Some(child);
     }
 
-    /// Waits until the node answers its CLI (its RPC is up).
-    async fn wait_up(&mut self) {
+    /// Waits until the node answers its CLI (its RPC is up); returns its
+    /// `ID@ADDR`.
+    async fn wait_up(&self) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
+            let exited = self
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
                 panic!(
                     "Garage exited ({status}): {}",
                     std::fs::read_to_string(self.dir.join("garage.log")).unwrap_or_default()
@@ -128,8 +159,7 @@ impl GarageNode {
                 .output()
                 .unwrap();
             if out.status.success() {
-                self.node = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                return;
+                return String::from_utf8_lossy(&out.stdout).trim().to_owned();
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -141,8 +171,8 @@ impl GarageNode {
     }
 
     /// Kills the node with SIGKILL (its folders stay).
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    pub fn kill9(&self) {
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -168,8 +198,24 @@ impl GarageCluster {
         Self::start(1).await
     }
 
+    /// One node shared by every test of this test binary, each test on a
+    /// bucket of its own: the S3 store of the integration tests. It is
+    /// started by the first test that asks and stops when the binary exits.
+    pub async fn shared() -> std::sync::Arc<Self> {
+        static SHARED: tokio::sync::OnceCell<std::sync::Arc<GarageCluster>> =
+            tokio::sync::OnceCell::const_new();
+        SHARED
+            .get_or_init(|| async { std::sync::Arc::new(Self::start_nodes(1, true).await) })
+            .await
+            .clone()
+    }
+
     /// `n` nodes, each holding every object (replication `n`).
     pub async fn start(n: usize) -> Self {
+        Self::start_nodes(n, false).await
+    }
+
+    async fn start_nodes(n: usize, shared: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secret: String = (0..32)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -182,12 +228,13 @@ impl GarageCluster {
                 s3_port: free_port(),
                 rpc_port: free_port(),
                 dir: node_dir,
-                child: None,
+                child: std::sync::Mutex::new(None),
                 node: String::new(),
+                shared,
             };
             node.write_config(n, &secret);
             node.spawn();
-            node.wait_up().await;
+            node.node = node.wait_up().await;
             nodes.push(node);
         }
         let first = &nodes[0];
@@ -260,15 +307,48 @@ impl GarageCluster {
         }
     }
 
+    /// A fresh bucket as an operator makes one (`garage bucket create`: a
+    /// global name, which Garage needs to apply the bucket's CORS rule to
+    /// preflights; a bucket made through S3 `CreateBucket` is only the
+    /// key's local alias, and its preflights are answered with `*`), the
+    /// test key allowed to read, write and own it.
+    pub async fn operator_bucket(&self, presign_ttl: Duration) -> (BlobConfig, BlobStore) {
+        let name = unique("bucket-");
+        let first = &self.nodes[0];
+        first.cli(&["bucket", "create", &name]);
+        first.cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", &name, "--key", KEY_ID,
+        ]);
+        let config = self.blob_config(&name, presign_ttl);
+        let store = BlobStore::new(&config);
+        store
+            .ensure_bucket()
+            .await
+            .unwrap_or_else(|e| panic!("Garage bucket {name} is not usable: {e}"));
+        (config, store)
+    }
+
     /// Kills node `i` with SIGKILL.
-    pub fn kill9(&mut self, i: usize) {
+    pub fn kill9(&self, i: usize) {
         self.nodes[i].kill9();
     }
 
     /// Starts node `i` again on its ports and folders.
-    pub async fn restart(&mut self, i: usize) {
+    pub async fn restart(&self, i: usize) {
         self.nodes[i].kill9();
         self.nodes[i].spawn();
         self.nodes[i].wait_up().await;
+    }
+
+    /// Whether every node is up and sees every other (`garage status`
+    /// through node `i` lists no failed node).
+    pub fn healthy_via(&self, i: usize) -> bool {
+        let out = Command::new("garage")
+            .arg("-c")
+            .arg(self.nodes[i].config())
+            .arg("status")
+            .output();
+        matches!(out, Ok(o) if o.status.success()
+            && !String::from_utf8_lossy(&o.stdout).contains("FAILED NODES"))
     }
 }

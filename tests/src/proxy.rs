@@ -1,7 +1,9 @@
 //! A TCP proxy a test can freeze, as a network does: bytes stop flowing on
 //! every connection open at that moment, for good (a dead route, a NAT
 //! mapping gone), and new connections wait until it thaws. What a client
-//! or server needs to survive that is a timeout on its side.
+//! or server needs to survive that is a timeout on its side. It can also
+//! flip one bit on the way to the server, as a damaged link would, and
+//! count the answers that name an error.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +19,14 @@ struct Switch {
     /// Bytes forwarded so far, and after how many to freeze.
     moved: AtomicU64,
     freeze_at: AtomicU64,
+    /// Bytes sent towards the server so far, and at which of them to flip
+    /// a bit (once), as a damaged link or NIC would.
+    sent: AtomicU64,
+    flip_at: AtomicU64,
+    flipped: AtomicBool,
+    /// Answers from the server that held this needle, counted.
+    needle: std::sync::Mutex<Vec<u8>>,
+    needle_seen: AtomicU64,
 }
 
 impl Default for Switch {
@@ -26,6 +36,11 @@ impl Default for Switch {
             epoch: AtomicU64::new(0),
             moved: AtomicU64::new(0),
             freeze_at: AtomicU64::new(u64::MAX),
+            sent: AtomicU64::new(0),
+            flip_at: AtomicU64::new(u64::MAX),
+            flipped: AtomicBool::new(false),
+            needle: std::sync::Mutex::new(Vec::new()),
+            needle_seen: AtomicU64::new(0),
         }
     }
 }
@@ -46,6 +61,30 @@ impl Switch {
                 .is_ok()
         {
             self.freeze();
+        }
+    }
+
+    /// Flips a bit of `buf` (bytes going to the server) if the flip point
+    /// falls inside it.
+    fn damage(&self, buf: &mut [u8]) {
+        let start = self.sent.fetch_add(buf.len() as u64, Ordering::SeqCst);
+        let at = self.flip_at.load(Ordering::SeqCst);
+        if (start..start + buf.len() as u64).contains(&at)
+            && self
+                .flip_at
+                .compare_exchange(at, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            buf[(at - start) as usize] ^= 0x10;
+            self.flipped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Counts an answer from the server that holds the needle.
+    fn watch(&self, buf: &[u8]) {
+        let needle = self.needle.lock().unwrap_or_else(|e| e.into_inner());
+        if !needle.is_empty() && buf.windows(needle.len()).any(|w| w == needle.as_slice()) {
+            self.needle_seen.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -84,7 +123,10 @@ impl TcpProxy {
                     };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    tokio::join!(pipe(cr, sw, &s, epoch), pipe(sr, cw, &s, epoch));
+                    tokio::join!(
+                        pipe(cr, sw, &s, epoch, Way::ToServer),
+                        pipe(sr, cw, &s, epoch, Way::ToClient)
+                    );
                 });
             }
         });
@@ -119,6 +161,37 @@ impl TcpProxy {
     pub fn thaw(&self) {
         self.switch.frozen.store(false, Ordering::SeqCst);
     }
+
+    /// Flips one bit of the byte `bytes` from now on the way to the
+    /// server (counted over every connection), once.
+    pub fn flip_bit_after(&self, bytes: u64) {
+        let now = self.switch.sent.load(Ordering::SeqCst);
+        self.switch.flip_at.store(now + bytes, Ordering::SeqCst);
+    }
+
+    /// Whether the bit asked for has been flipped.
+    pub fn flipped(&self) -> bool {
+        self.switch.flipped.load(Ordering::SeqCst)
+    }
+
+    /// Counts, from now, the reads from the server that hold `needle`
+    /// (an S3 error code, say); see [`TcpProxy::needle_seen`].
+    pub fn watch_answers_for(&self, needle: &str) {
+        *self.switch.needle.lock().unwrap_or_else(|e| e.into_inner()) = needle.as_bytes().to_vec();
+        self.switch.needle_seen.store(0, Ordering::SeqCst);
+    }
+
+    /// How many reads from the server held the watched needle.
+    pub fn needle_seen(&self) -> u64 {
+        self.switch.needle_seen.load(Ordering::SeqCst)
+    }
+}
+
+/// Which way a pipe carries bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    ToServer,
+    ToClient,
 }
 
 impl Drop for TcpProxy {
@@ -132,6 +205,7 @@ async fn pipe(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     s: &Switch,
     epoch: u64,
+    way: Way,
 ) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -140,6 +214,10 @@ async fn pipe(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        match way {
+            Way::ToServer => s.damage(&mut buf[..n]),
+            Way::ToClient => s.watch(&buf[..n]),
+        }
         s.go(epoch).await;
         if to.write_all(&buf[..n]).await.is_err() {
             break;

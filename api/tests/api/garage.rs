@@ -5,11 +5,10 @@
 //! reports each part's ETag and checksum, which the commit compares with
 //! what the client registered.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use driftless_protocol::*;
-use driftless_tests::{AppOptions, GarageCluster, TestApp, TestDb};
+use driftless_tests::{AppOptions, GarageCluster, ServerProcess, TestApp, TestDb, TestS3};
 use serde_json::json;
 
 use crate::client::{Api, begin, prepare, send_part};
@@ -20,7 +19,7 @@ async fn on_garage(presign_ttl: Duration) -> TestApp {
     TestApp::spawn_configured(
         TestDb::postgres().await,
         AppOptions {
-            garage: Some(Arc::new(GarageCluster::single().await)),
+            garage: Some(GarageCluster::shared().await),
             presign_ttl,
             ..AppOptions::default()
         },
@@ -141,4 +140,96 @@ async fn an_expired_presigned_url_is_refused_and_a_fresh_one_works() {
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["results"][0]["status"], "committed", "{v}");
+}
+
+/// A CORS preflight for `method` on `url` from `origin`: (status, the
+/// allowed origin it answers with).
+async fn preflight(url: &str, origin: &str, method: &str, headers: &str) -> (u16, Option<String>) {
+    let resp = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, url)
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .header("access-control-request-headers", headers)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    let allowed = resp
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (resp.status().as_u16(), allowed)
+}
+
+/// Browsers upload and download straight from the page: the server sets
+/// the bucket's CORS rule for its allowed origins at start, so a presigned
+/// part PUT and a ranged GET pass their preflights from those origins (and
+/// the part's ETag is readable by the page), and from no other.
+#[tokio::test]
+async fn the_server_sets_the_bucket_cors_rule_for_its_browser_origins() {
+    let db = TestDb::postgres().await;
+    // Made as an operator makes one (a global name): Garage answers the
+    // preflights of a bucket only a key's alias names with `*`.
+    let s3 = TestS3::on_garage_by_operator(GarageCluster::shared().await, Duration::from_secs(300))
+        .await;
+    let page = "https://files.example";
+    let _server = ServerProcess::start_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_driftless-server")),
+        &db,
+        &s3,
+        &[("DRIFTLESS_CORS_ORIGINS", page.into())],
+    )
+    .await;
+
+    let body = bytes::Bytes::from_static(b"a part sent from a browser tab");
+    let upload = s3.store.create_multipart("packs/cors-probe").await.unwrap();
+    let crc = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        crc32c::crc32c(&body).to_be_bytes(),
+    );
+    let put = s3
+        .store
+        .presign_upload_part("packs/cors-probe", &upload, 1, body.len() as u64, &crc)
+        .await
+        .unwrap();
+    let signed: Vec<&str> = put.headers.iter().map(|(k, _)| k.as_str()).collect();
+    let (status, allowed) = preflight(&put.url, page, "PUT", &signed.join(",")).await;
+    assert_eq!((status, allowed.as_deref()), (200, Some(page)));
+    let (status, allowed) =
+        preflight(&put.url, "https://evil.example", "PUT", &signed.join(",")).await;
+    // A browser goes on only after a 2xx preflight (Garage's 403 carries
+    // `*` as every error answer does; the status alone stops the page).
+    assert!(
+        !(200..300).contains(&status),
+        "another origin passed the preflight: {status} {allowed:?}"
+    );
+
+    // The PUT itself, as the page sends it: the ETag is exposed to it.
+    let mut req = reqwest::Client::new().put(&put.url).header("origin", page);
+    for (k, v) in &put.headers {
+        req = req.header(k, v);
+    }
+    let resp = req.body(body.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], page);
+    assert!(
+        h["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("etag"),
+        "{h:?}"
+    );
+    assert!(h.contains_key("etag"));
+
+    // A download's ranged GET from the page.
+    s3.store.put("packs/cors-get", body.clone()).await.unwrap();
+    let get = s3
+        .store
+        .presign_get_range("packs/cors-get", 0, body.len() as u64)
+        .await
+        .unwrap();
+    let (status, allowed) = preflight(&get.url, page, "GET", "range").await;
+    assert_eq!((status, allowed.as_deref()), (200, Some(page)));
 }

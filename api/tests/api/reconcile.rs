@@ -20,6 +20,7 @@ fn env_of(db: &TestDb, s3: &TestS3) -> Vec<(&'static str, String)> {
         ("DRIFTLESS_DATABASE_URL", db.url.clone()),
         ("DRIFTLESS_S3_ENDPOINT", c.endpoint.clone()),
         ("DRIFTLESS_S3_BUCKET", c.bucket.clone()),
+        ("DRIFTLESS_S3_REGION", c.region.clone()),
         ("DRIFTLESS_S3_ACCESS_KEY", c.access_key.clone()),
         ("DRIFTLESS_S3_SECRET_KEY", c.secret_key.clone()),
         (
