@@ -5,12 +5,15 @@
 use bytes::Bytes;
 use driftless_protocol::{
     ChangesPage, CommitRequest, CommitResponse, CreateNamespace, CreateUpload, CreatedUpload,
-    DeviceId, DeviceView, DownloadManifest, FetchRange, InvitationView, LoginRequest,
-    LoginResponse, NamespaceId, NamespaceView, Outcome, PartRequest, PresignedPart, Problem,
-    RestoreRequest, Rev, UploadId, UploadStatus, VersionView, WaitResponse,
+    DeviceId, DeviceView, DownloadManifest, InvitationView, LoginRequest, LoginResponse,
+    NamespaceId, NamespaceView, Outcome, PartRequest, PresignedPart, Problem, RestoreRequest, Rev,
+    UploadId, UploadStatus, VersionView, WaitResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+mod storage;
+use storage::damaged_on_the_way;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,19 +72,6 @@ impl ClientError {
     }
 }
 
-/// Whether object storage refused a part because the bytes it received do
-/// not match the checksum signed into the URL: damaged on the way (a link,
-/// a proxy, a NIC), so sending them again from what was read is the cure.
-/// AWS says `BadDigest`, Garage `InvalidDigest`, some S3 stores
-/// `XAmzContentChecksumMismatch`; `RequestTimeout` is S3's 400 for a body
-/// that arrived too slowly.
-fn damaged_on_the_way(code: &str) -> bool {
-    matches!(
-        code,
-        "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch" | "RequestTimeout"
-    )
-}
-
 /// Longest a JSON answer of the API may be (a 50 GB file's manifest is a
 /// few MB): a server or a man in the middle cannot make the daemon grow
 /// without bound.
@@ -122,11 +112,6 @@ async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Bytes, C
         out.extend_from_slice(&piece);
     }
     Ok(out.freeze())
-}
-
-/// Time for one part's PUT: a minute, plus the part at 64 KiB/s.
-fn part_timeout(bytes: usize) -> std::time::Duration {
-    std::time::Duration::from_secs(60 + (bytes as u64 >> 16))
 }
 
 impl From<reqwest::Error> for ClientError {
@@ -469,26 +454,6 @@ impl ApiClient {
             .await
     }
 
-    /// GETs a presigned range (sent with its signed headers, never logged).
-    pub async fn fetch_range(&self, range: &FetchRange) -> Result<Bytes, ClientError> {
-        let max = usize::try_from(range.length).unwrap_or(usize::MAX);
-        read_capped(self.open_range(range).await?, max).await
-    }
-
-    /// Starts a presigned ranged GET; the body is read as it arrives.
-    pub async fn open_range(&self, range: &FetchRange) -> Result<reqwest::Response, ClientError> {
-        let mut req = self.storage.get(&range.url);
-        for (k, v) in &range.headers {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            return Err(storage_refusal(0, status, resp).await);
-        }
-        Ok(resp)
-    }
-
     /// `POST /v1/namespaces/{ns}/uploads`.
     pub async fn create_upload(
         &self,
@@ -528,28 +493,6 @@ impl ApiClient {
         self.call_empty(self.http.delete(format!("{}/v1/uploads/{id}", self.base)))
             .await
     }
-
-    /// PUTs a part's bytes to its presigned URL; returns the ETag.
-    pub async fn put_part(&self, url: &PresignedPart, body: Bytes) -> Result<String, ClientError> {
-        let mut req = self.storage.put(&url.url);
-        for (k, v) in &url.headers {
-            req = req.header(k, v);
-        }
-        let resp = req
-            .timeout(part_timeout(body.len()))
-            .body(body)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            return Err(storage_refusal(url.part_number, status, resp).await);
-        }
-        resp.headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or_else(|| ClientError::Protocol("part PUT returned no ETag".into()))
-    }
 }
 
 /// A path segment, percent-encoded (a user name may hold any character).
@@ -563,31 +506,6 @@ fn segment(s: &str) -> String {
         }
     }
     out
-}
-
-/// Object storage's refusal of a presigned request, with S3's error code.
-async fn storage_refusal(part: u32, status: u16, resp: reqwest::Response) -> ClientError {
-    let body = read_capped(resp, 64 << 10).await.unwrap_or_default();
-    ClientError::Storage {
-        part,
-        status,
-        code: s3_code(&body),
-    }
-}
-
-/// The `<Code>` of an S3 error document (never the rest: it can echo the
-/// request, and the request carried a signature).
-fn s3_code(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    text.split_once("<Code>")
-        .and_then(|(_, rest)| rest.split_once("</Code>"))
-        .map(|(code, _)| {
-            code.chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(64)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The error for a non-2xx answer: its problem document, if it has one.

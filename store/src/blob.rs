@@ -16,28 +16,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
-/// The methods browsers may use on presigned URLs.
-const CORS_METHODS: &[&str] = &["GET", "PUT", "HEAD"];
-/// How long a browser may cache a CORS preflight answer.
-const CORS_MAX_AGE_SECS: i32 = 3600;
-
-/// The bucket CORS rule [`BlobStore::ensure_cors`] sets, as the S3
-/// `PutBucketCors` XML document, for an operator to apply by hand.
-pub fn cors_rule_xml(origins: &[String]) -> String {
-    let origins: String = origins
-        .iter()
-        .map(|o| format!("<AllowedOrigin>{o}</AllowedOrigin>"))
-        .collect();
-    let methods: String = CORS_METHODS
-        .iter()
-        .map(|m| format!("<AllowedMethod>{m}</AllowedMethod>"))
-        .collect();
-    format!(
-        "<CORSConfiguration><CORSRule>{origins}{methods}<AllowedHeader>*</AllowedHeader>\
-         <ExposeHeader>ETag</ExposeHeader><MaxAgeSeconds>{CORS_MAX_AGE_SECS}</MaxAgeSeconds>\
-         </CORSRule></CORSConfiguration>"
-    )
-}
+mod cors;
+pub use cors::cors_rule_xml;
 
 /// Where the blob store is and how to reach it.
 #[derive(Clone)]
@@ -285,42 +265,6 @@ impl BlobStore {
                 other => Err(other),
             },
         }
-    }
-
-    /// Lets browsers on `origins` use presigned URLs straight from the
-    /// page (the web client's uploads and downloads): a bucket CORS rule
-    /// allowing GET, PUT and HEAD with any request header, exposing the
-    /// `ETag` a part's PUT answers with (the commit needs it). The rule
-    /// replaces the bucket's CORS configuration; [`cors_rule_xml`] is the
-    /// same rule for an operator to set by hand where the key may not.
-    pub async fn ensure_cors(&self, origins: &[String]) -> Result<(), BlobError> {
-        use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
-        let rule = CorsRule::builder()
-            .set_allowed_origins(Some(origins.to_vec()))
-            .set_allowed_methods(Some(CORS_METHODS.iter().map(|m| (*m).to_owned()).collect()))
-            .allowed_headers("*")
-            .expose_headers("ETag")
-            .max_age_seconds(CORS_MAX_AGE_SECS)
-            .build()
-            .map_err(|e| BlobError::Refused {
-                code: "InvalidRequest".into(),
-                message: format!("CORS rule: {e}"),
-            })?;
-        let config = CorsConfiguration::builder()
-            .cors_rules(rule)
-            .build()
-            .map_err(|e| BlobError::Refused {
-                code: "InvalidRequest".into(),
-                message: format!("CORS rule: {e}"),
-            })?;
-        self.client
-            .put_bucket_cors()
-            .bucket(&self.bucket)
-            .cors_configuration(config)
-            .send()
-            .await
-            .map_err(map_err)?;
-        Ok(())
     }
 
     /// Starts a multipart upload whose parts carry CRC32C checksums.

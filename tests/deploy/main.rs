@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod garage;
+
 use clap::Parser;
 use serde_yaml::Value;
 
@@ -161,6 +163,8 @@ fn compose_runs_commands_the_binaries_accept() {
         "kafka",
         "minio",
         "minio-init",
+        "garage",
+        "garage-init",
         "api",
         "consumer",
         "reconcile",
@@ -264,27 +268,69 @@ fn compose_ports_health_checks_and_start_order_match_the_server() {
         );
     }
     assert_eq!(env["DRIFTLESS_LOG_FORMAT"], "json");
-    // The presigned-URL endpoint clients use is MinIO's published port, and
-    // inside the network the same name reaches MinIO.
+    // The presigned-URL endpoint clients use is the chosen store's
+    // published port (S3_PORT in .env), and inside the network the same
+    // name reaches that store. Each store is a profile, and .env's example
+    // settings for each name its profile, port and region.
     let endpoint = &env["DRIFTLESS_S3_ENDPOINT"];
-    assert!(endpoint.ends_with(":9000"), "{endpoint}");
-    let minio = &c["services"]["minio"];
+    assert!(endpoint.ends_with(":${S3_PORT:-9000}"), "{endpoint}");
+    let example = std::fs::read_to_string(root().join("deploy/env.example")).unwrap();
+    for (store, port, region) in [("minio", "9000", "us-east-1"), ("garage", "3900", "garage")] {
+        let s = &c["services"][store];
+        assert!(
+            s["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| p.as_str() == Some(&format!("{port}:{port}"))),
+            "{store}"
+        );
+        let aliases = &s["networks"]["default"]["aliases"];
+        assert!(
+            aliases
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|a| endpoint.contains(a.as_str().unwrap())),
+            "{endpoint} vs {aliases:?}"
+        );
+        for service in [store.to_owned(), format!("{store}-init")] {
+            assert_eq!(
+                c["services"][service.as_str()]["profiles"][0].as_str(),
+                Some(store),
+                "{service}"
+            );
+        }
+        for line in [
+            format!("COMPOSE_PROFILES={store}"),
+            format!("S3_PORT={port}"),
+            format!("S3_REGION={region}"),
+        ] {
+            assert!(example.contains(&line), "env.example lacks {line}");
+        }
+    }
+    // Garage answers in the region its configuration names.
+    let garage_toml = std::fs::read_to_string(root().join("deploy/garage/garage.toml")).unwrap();
+    assert!(garage_toml.contains("s3_region = \"garage\""));
+    assert!(garage_toml.contains("api_bind_addr = \"[::]:3900\""));
+    // garage-init runs the script tests/deploy/garage.rs runs on a real node.
+    let init = &c["services"]["garage-init"];
     assert!(
-        minio["ports"]
-            .as_sequence()
+        init["volumes"][0]
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|p| p.as_str() == Some("9000:9000"))
+            .starts_with("./deploy/garage/init.sh:")
     );
-    let aliases = &minio["networks"]["default"]["aliases"];
-    assert!(
-        aliases
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .any(|a| endpoint.contains(a.as_str().unwrap())),
-        "{endpoint} vs {aliases:?}"
-    );
+    let init_env = env_of(init);
+    for k in [
+        "GARAGE_ADMIN",
+        "GARAGE_ADMIN_TOKEN",
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
+        "S3_BUCKET",
+    ] {
+        assert!(init_env.contains_key(k), "garage-init lacks {k}");
+    }
     // Start order: the API after its stores, the workers after the API.
     let deps = |s: &str| -> BTreeMap<String, String> {
         c["services"][s]["depends_on"]
@@ -301,11 +347,20 @@ fn compose_ports_health_checks_and_start_order_match_the_server() {
     };
     assert_eq!(deps("api")["postgres"], "service_healthy");
     assert_eq!(deps("api")["kafka"], "service_healthy");
-    assert_eq!(deps("api")["minio-init"], "service_completed_successfully");
+    // The API waits for whichever store's set-up ran (the other profile's
+    // is not required).
+    for init in ["minio-init", "garage-init"] {
+        assert_eq!(deps("api")[init], "service_completed_successfully");
+        assert_eq!(
+            c["services"]["api"]["depends_on"][init]["required"].as_bool(),
+            Some(false),
+            "{init}"
+        );
+    }
     for w in ["consumer", "reconcile"] {
         assert_eq!(deps(w)["api"], "service_healthy", "{w}");
     }
-    for s in ["postgres", "kafka", "minio"] {
+    for s in ["postgres", "kafka", "minio", "garage"] {
         assert!(
             c["services"][s]["healthcheck"]["test"].is_sequence(),
             "{s} has no health check"

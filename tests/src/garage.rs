@@ -30,6 +30,8 @@ pub struct GarageNode {
     /// Its S3 API port.
     pub s3_port: u16,
     rpc_port: u16,
+    /// Its admin API port.
+    pub admin_port: u16,
     dir: PathBuf,
     child: std::sync::Mutex<Option<Child>>,
     /// `ID@127.0.0.1:PORT`, once known.
@@ -45,9 +47,10 @@ impl GarageNode {
         self.dir.join("garage.toml")
     }
 
-    fn write_config(&self, replication: usize, secret: &str) {
+    fn write_config(&self, replication: usize, secret: &str, admin_token: Option<&str>) {
         let d = self.dir.display();
-        let admin = free_port();
+        let admin = self.admin_port;
+        let token = admin_token.map_or(String::new(), |t| format!("admin_token = \"{t}\"\n"));
         std::fs::write(
             self.config(),
             format!(
@@ -63,7 +66,8 @@ impl GarageNode {
                  api_bind_addr = \"127.0.0.1:{s3}\"\n\
                  root_domain = \".s3.garage.localhost\"\n\
                  [admin]\n\
-                 api_bind_addr = \"127.0.0.1:{admin}\"\n",
+                 api_bind_addr = \"127.0.0.1:{admin}\"\n\
+                 {token}",
                 rpc = self.rpc_port,
                 s3 = self.s3_port,
             ),
@@ -215,7 +219,19 @@ impl GarageCluster {
         Self::start_nodes(n, false).await
     }
 
+    /// One node as an operator finds it after installing it: no layout,
+    /// no key, no bucket; its admin API takes `admin_token`.
+    pub async fn bare(admin_token: &str) -> Self {
+        Self::spawn_nodes(1, false, Some(admin_token)).await
+    }
+
     async fn start_nodes(n: usize, shared: bool) -> Self {
+        let cluster = Self::spawn_nodes(n, shared, None).await;
+        cluster.configure();
+        cluster
+    }
+
+    async fn spawn_nodes(n: usize, shared: bool, admin_token: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secret: String = (0..32)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -227,16 +243,24 @@ impl GarageCluster {
             let mut node = GarageNode {
                 s3_port: free_port(),
                 rpc_port: free_port(),
+                admin_port: free_port(),
                 dir: node_dir,
                 child: std::sync::Mutex::new(None),
                 node: String::new(),
                 shared,
             };
-            node.write_config(n, &secret);
+            node.write_config(n, &secret, admin_token);
             node.spawn();
             node.node = node.wait_up().await;
             nodes.push(node);
         }
+        Self { nodes, _dir: dir }
+    }
+
+    /// Connects the nodes, gives each a role (replication: all of them),
+    /// and imports the test key, allowed to create buckets.
+    fn configure(&self) {
+        let nodes = &self.nodes;
         let first = &nodes[0];
         for other in &nodes[1..] {
             first.cli(&["node", "connect", &other.node]);
@@ -264,7 +288,6 @@ impl GarageCluster {
             "driftless-tests",
         ]);
         first.cli(&["key", "allow", "--create-bucket", KEY_ID]);
-        Self { nodes, _dir: dir }
     }
 
     /// Settings for `bucket` through node `i`'s S3 API.

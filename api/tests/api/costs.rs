@@ -82,7 +82,8 @@ async fn a_part_names_each_chunk_of_its_upload_once() {
         v["detail"].as_str().unwrap().contains("listed twice"),
         "{v}"
     );
-    assert!(took < Duration::from_secs(2), "refusing took {took:?}");
+    // (Parsing 115,000 entries is most of it; a loaded CI machine took 2.1 s.)
+    assert!(took < Duration::from_secs(5), "refusing took {took:?}");
 
     // A chunk this upload does not name.
     let mut stranger = honest.clone();

@@ -525,10 +525,11 @@ async fn upload_memory_does_not_grow_with_the_file() {
         large / 1024
     );
     // The smaller file (12 parts) may end before its pipeline is at its
-    // fullest: peaks have differed by up to ~34 MiB between runs. Memory
-    // that grew with the file would differ by hundreds (576 MiB more
-    // bytes), so three parts of slack still tells the two apart.
-    assert!(large < small + 48 * 1024, "{small} KiB vs {large} KiB");
+    // fullest: peaks have differed by up to ~51 MiB between runs (on
+    // Garage, which takes parts more slowly than s3s-fs). Memory that grew
+    // with the file would differ by hundreds (576 MiB more bytes), so four
+    // parts of slack still tells the two apart.
+    assert!(large < small + 64 * 1024, "{small} KiB vs {large} KiB");
     assert!(large < 256 * 1024, "{large} KiB");
 }
 
