@@ -79,13 +79,7 @@ impl TestS3 {
     /// A fresh bucket on `cluster`.
     pub async fn on_garage(cluster: std::sync::Arc<GarageCluster>, presign_ttl: Duration) -> Self {
         let (config, store) = cluster.bucket(presign_ttl).await;
-        Self {
-            config,
-            store,
-            _server: None,
-            _dir: None,
-            _garage: Some(cluster),
-        }
+        Self::on(cluster, config, store)
     }
 
     /// A fresh bucket on `cluster`, made as an operator makes one (see
@@ -95,6 +89,10 @@ impl TestS3 {
         presign_ttl: Duration,
     ) -> Self {
         let (config, store) = cluster.operator_bucket(presign_ttl).await;
+        Self::on(cluster, config, store)
+    }
+
+    fn on(cluster: std::sync::Arc<GarageCluster>, config: BlobConfig, store: BlobStore) -> Self {
         Self {
             config,
             store,

@@ -26,6 +26,14 @@ pub fn cors_rule_xml(origins: &[String]) -> String {
     )
 }
 
+/// A rule the SDK would not build (never with the fixed parts above).
+fn invalid_rule(e: aws_sdk_s3::error::BuildError) -> BlobError {
+    BlobError::Refused {
+        code: "InvalidRequest".into(),
+        message: format!("CORS rule: {e}"),
+    }
+}
+
 impl BlobStore {
     /// Lets browsers on `origins` use presigned URLs straight from the
     /// page (the web client's uploads and downloads): a bucket CORS rule
@@ -42,17 +50,11 @@ impl BlobStore {
             .expose_headers("ETag")
             .max_age_seconds(CORS_MAX_AGE_SECS)
             .build()
-            .map_err(|e| BlobError::Refused {
-                code: "InvalidRequest".into(),
-                message: format!("CORS rule: {e}"),
-            })?;
+            .map_err(invalid_rule)?;
         let config = CorsConfiguration::builder()
             .cors_rules(rule)
             .build()
-            .map_err(|e| BlobError::Refused {
-                code: "InvalidRequest".into(),
-                message: format!("CORS rule: {e}"),
-            })?;
+            .map_err(invalid_rule)?;
         self.client
             .put_bucket_cors()
             .bucket(&self.bucket)
