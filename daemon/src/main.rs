@@ -16,7 +16,7 @@
 //! `DRIFTLESS_SERVER` and `DRIFTLESS_TOKEN` override them.
 
 use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -28,11 +28,15 @@ use driftless_daemon::run::{RunOptions, run};
 use driftless_daemon::state::State;
 use driftless_daemon::sync::{DeleteBrake, Syncer};
 use driftless_protocol::{LoginRequest, NamespaceId, Outcome, RestoreRequest, Rev};
-use serde::{Deserialize, Serialize};
 
 mod devices;
 mod folders;
+mod report;
+mod signin;
 mod transfer;
+
+use report::print_status;
+use signin::{Credentials, config_dir, credentials, default_device, write_private};
 
 #[derive(Parser)]
 #[command(
@@ -155,73 +159,6 @@ enum Command {
         #[arg(long)]
         namespace: Option<u64>,
     },
-}
-
-/// What `login` stores.
-#[derive(Serialize, Deserialize)]
-struct Credentials {
-    server: String,
-    token: String,
-    device_name: String,
-}
-
-fn config_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("DRIFTLESS_CONFIG_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
-        return PathBuf::from(d).join("driftless");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".config").join("driftless")
-}
-
-fn credentials() -> anyhow::Result<Credentials> {
-    let stored: Option<Credentials> = std::fs::read(config_dir().join("credentials.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let server = std::env::var("DRIFTLESS_SERVER")
-        .ok()
-        .or_else(|| stored.as_ref().map(|c| c.server.clone()));
-    let token = std::env::var("DRIFTLESS_TOKEN")
-        .ok()
-        .or_else(|| stored.as_ref().map(|c| c.token.clone()));
-    match (server, token) {
-        (Some(server), Some(token)) => Ok(Credentials {
-            server,
-            token,
-            device_name: stored.map(|c| c.device_name).unwrap_or_else(default_device),
-        }),
-        _ => bail!("not signed in: run `driftless login --server URL --user NAME` first"),
-    }
-}
-
-fn default_device() -> String {
-    std::env::var("DRIFTLESS_DEVICE")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "this device".into())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
 }
 
 /// The API client of the stored credentials and the namespace to use.
@@ -584,62 +521,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn print_status(st: &driftless_daemon::status::Status) {
-    if let Some(p) = &st.folder_problem {
-        println!("{}: NOT SYNCING: {p}", st.folder);
-    } else if st.in_sync() {
-        println!("{}: {} files in sync", st.folder, st.synced_files);
-    } else {
-        println!(
-            "{}: {} files synced; not in sync ({} pending, {} failing)",
-            st.folder,
-            st.synced_files,
-            st.pending.len(),
-            st.failed.len()
-        );
-    }
-    match st.last_pass_ms {
-        Some(ms) => println!(
-            "last pass {} s ago",
-            (driftless_daemon::now_ms() - ms) / 1000
-        ),
-        None => println!("never synced"),
-    }
-    if let Some(e) = &st.last_error {
-        println!("last pass failed: {e}");
-    }
-    if st.deletes_held > 0 {
-        println!(
-            "{} deletions held back (more than the brake allows in one pass): check the folder, then run `driftless sync --confirm-deletes`",
-            st.deletes_held
-        );
-    }
-    for e in &st.pending {
-        println!("pending  {:<9}{}", e.why, e.path);
-    }
-    for e in &st.failed {
-        println!("failed   {}: {}", e.path, e.why);
-    }
-    if st.uploads_in_flight > 0 {
-        println!(
-            "{} upload session(s) in flight (resumed by the next pass)",
-            st.uploads_in_flight
-        );
-    }
-    for (copy, of, _) in &st.conflicts {
-        println!("conflict {copy} (from {of})");
-    }
-    for e in &st.skipped {
-        println!("skipped  {}: {}", e.path, e.why);
-    }
-    if st.ignored > 0 {
-        println!(
-            "ignored  {} synced files match this device's .driftignore (neither sent nor deleted)",
-            st.ignored
-        );
-    }
 }
 
 fn rand_u64() -> u64 {
