@@ -2,16 +2,19 @@
 # The whole test suite: what `.ci/run` runs after the lints, and what a
 # developer runs before pushing. Extra arguments go to `cargo test`.
 #
-# Services: PostgreSQL on 127.0.0.1:5432 (started here if it is down; each test
-# makes and drops its own database). The S3 server with SigV4 is s3s-fs, which
-# the tests start in process on a free port (or set DRIFTLESS_TEST_S3_ENDPOINT,
-# _ACCESS_KEY and _SECRET_KEY to use another); the tests of what only a
-# checksum-enforcing store can show start Garage nodes of their own (Garage
-# 2.5.0 from crates.io, installed here into ~/.cargo/bin if it is missing). The Kafka-protocol broker is
-# tansu (crates.io), installed here into ~/.cargo/bin if it is missing (about
-# 8 minutes once, then cached); each test that needs one starts its own on a
-# free port, so it can kill and restart it. A service that cannot start fails
-# the run here, loudly; no test is skipped for a missing service.
+# Services, each started or installed here and proven to answer before any
+# test runs; one that cannot start fails the run here, loudly (no test is
+# skipped for a missing service):
+# - PostgreSQL on 127.0.0.1:5432 (started if down; each test makes and drops
+#   its own database);
+# - the Kafka-protocol broker tansu 0.6.0 (crates.io, installed into
+#   ~/.cargo/bin if missing: a build of about 13 minutes once); each test that
+#   needs one starts its own on a free port, so it can kill and restart it;
+# - the S3 store Garage 2.5.0 (crates.io, installed the same way: about 10
+#   minutes once); each test binary shares one node it starts itself, and the
+#   tests that kill nodes start their own (DRIFTLESS_TEST_S3=s3s-fs runs the
+#   suites on the in-process s3s-fs instead). The embedded mode's tests use
+#   the in-process s3s-fs, as the product does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,7 +52,9 @@ kill "$probe_pid"; wait "$probe_pid" 2>/dev/null || true; rm -rf "$probe_dir"
 garage_version=2.5.0
 if ! garage --version 2>/dev/null | grep -q "$garage_version"; then
   echo "installing the S3 store Garage $garage_version (cargo install, once: about 15 minutes)" >&2
-  cargo install "garage@$garage_version" --locked ||
+  # Only what the tests use: the S3 and admin APIs on SQLite metadata (no LMDB,
+  # K2V or Prometheus metrics, which cost build time and nothing here).
+  cargo install "garage@$garage_version" --locked --no-default-features --features bundled-libs,sqlite ||
     { echo "FATAL: could not install Garage" >&2; exit 1; }
 fi
 # Prove a node starts and answers, as the test fixtures start it.
@@ -75,6 +80,8 @@ if ! garage -c "$probe_dir/garage.toml" node id -q >/dev/null 2>&1; then
   echo "FATAL: Garage does not start" >&2; exit 1
 fi
 kill "$probe_pid"; wait "$probe_pid" 2>/dev/null || true; rm -rf "$probe_dir"
+
+echo "services ready after ${SECONDS}s" >&2
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
