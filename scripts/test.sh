@@ -14,7 +14,8 @@
 #   minutes once); each test binary shares one node it starts itself, and the
 #   tests that kill nodes start their own (DRIFTLESS_TEST_S3=s3s-fs runs the
 #   suites on the in-process s3s-fs instead). The embedded mode's tests use
-#   the in-process s3s-fs, as the product does.
+#   the in-process s3s-fs, as the product does;
+# - Python's blake3 and zstandard, for the outside client of tests/protocol.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,6 +81,14 @@ if ! garage -c "$probe_dir/garage.toml" node id -q >/dev/null 2>&1; then
   echo "FATAL: Garage does not start" >&2; exit 1
 fi
 kill "$probe_pid"; wait "$probe_pid" 2>/dev/null || true; rm -rf "$probe_dir"
+
+# The outside client (tests/outside/client.py, written from PROTOCOL.md)
+# needs BLAKE3 and zstd from PyPI.
+if ! python3 -c 'import blake3, zstandard' 2>/dev/null; then
+  echo "installing blake3 and zstandard for the outside client (pip, once)" >&2
+  python3 -m pip install -q "blake3==1.0.11" "zstandard==0.25.0" ||
+    { echo "FATAL: could not install the outside client's Python packages" >&2; exit 1; }
+fi
 
 echo "services ready after ${SECONDS}s" >&2
 

@@ -43,6 +43,12 @@ impl TestS3 {
         }
     }
 
+    /// Whether this store refuses a part whose bytes differ from its signed
+    /// checksum (Garage does, as S3 does; s3s-fs does not).
+    pub fn enforces_checksums(&self) -> bool {
+        self._garage.is_some()
+    }
+
     /// A fresh bucket on the embedded default's S3 endpoint (s3s-fs over a
     /// folder, in this process): for the tests of the embedded mode.
     pub async fn embedded(presign_ttl: Duration) -> Self {
