@@ -298,15 +298,25 @@ impl State {
     /// Records that `s.path` now matches the server at `s.rev`, with its
     /// chunks (offsets and lengths, in file order), and clears its pending op.
     pub fn record(&self, s: &Synced, chunks: &[(ChunkHash, u64, u32)]) -> Result<(), StateError> {
+        self.record_many(&[(s.clone(), chunks.to_vec())])
+    }
+
+    /// [`record`](Self::record) for many files, in one transaction.
+    pub fn record_many(
+        &self,
+        files: &[(Synced, Vec<(ChunkHash, u64, u32)>)],
+    ) -> Result<(), StateError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            keep_as_ancestor(&tx, &s.path)?;
-            tx.execute(
-                "INSERT INTO files (path, rev, content_hash, size, mtime_ns, inode, dev) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO UPDATE SET \
-                 rev = excluded.rev, content_hash = excluded.content_hash, size = excluded.size, \
-                 mtime_ns = excluded.mtime_ns, inode = excluded.inode, dev = excluded.dev",
-                params![
+            for (s, chunks) in files {
+                keep_as_ancestor(&tx, &s.path)?;
+                tx.prepare_cached(
+                    "INSERT INTO files (path, rev, content_hash, size, mtime_ns, inode, dev) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO UPDATE SET \
+                     rev = excluded.rev, content_hash = excluded.content_hash, size = excluded.size, \
+                     mtime_ns = excluded.mtime_ns, inode = excluded.inode, dev = excluded.dev",
+                )?
+                .execute(params![
                     s.path.as_str(),
                     s.rev.0 as i64,
                     s.content_hash.as_bytes().as_slice(),
@@ -314,11 +324,10 @@ impl State {
                     s.stat.mtime_ns,
                     s.stat.inode as i64,
                     s.stat.dev as i64
-                ],
-            )?;
-            tx.execute("DELETE FROM chunks WHERE path = ?1", [s.path.as_str()])?;
-            {
-                let mut ins = tx.prepare(
+                ])?;
+                tx.prepare_cached("DELETE FROM chunks WHERE path = ?1")?
+                    .execute([s.path.as_str()])?;
+                let mut ins = tx.prepare_cached(
                     "INSERT OR REPLACE INTO chunks (path, offset, hash, len) VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for (hash, offset, len) in chunks {
@@ -329,9 +338,11 @@ impl State {
                         *len
                     ])?;
                 }
+                tx.prepare_cached("DELETE FROM pending WHERE path = ?1")?
+                    .execute([s.path.as_str()])?;
+                tx.prepare_cached("DELETE FROM sent WHERE path = ?1")?
+                    .execute([s.path.as_str()])?;
             }
-            tx.execute("DELETE FROM pending WHERE path = ?1", [s.path.as_str()])?;
-            tx.execute("DELETE FROM sent WHERE path = ?1", [s.path.as_str()])?;
             tx.commit()
         })
     }
@@ -427,29 +438,46 @@ impl State {
     /// The operation id for uploading `p` as `digest` (what, from which
     /// base): the same one again after a crash, a new one if it changed.
     pub fn op_for(&self, p: &SyncPath, digest: &[u8; 32]) -> Result<String, StateError> {
+        let mut ops = self.ops_for(&[(p, digest, None)])?;
+        Ok(ops.pop().unwrap_or_default())
+    }
+
+    /// [`op_for`](Self::op_for) for many paths in one transaction; with a
+    /// content hash, also [`note_sent`](Self::note_sent) for it.
+    pub fn ops_for(
+        &self,
+        files: &[(&SyncPath, &[u8; 32], Option<&ContentHash>)],
+    ) -> Result<Vec<String>, StateError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let existing: Option<(String, Vec<u8>)> = tx
-                .query_row(
-                    "SELECT op_id, digest FROM pending WHERE path = ?1",
-                    [p.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let op = match existing {
-                Some((op, d)) if d == digest => op,
-                _ => {
-                    let op = format!("d{:032x}", rand::random::<u128>());
-                    tx.execute(
-                        "INSERT INTO pending (path, op_id, digest) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (path) DO UPDATE SET op_id = excluded.op_id, digest = excluded.digest",
-                        params![p.as_str(), op, digest.as_slice()],
-                    )?;
-                    op
+            let mut out = Vec::with_capacity(files.len());
+            for (p, digest, sent) in files {
+                let existing: Option<(String, Vec<u8>)> = tx
+                    .prepare_cached("SELECT op_id, digest FROM pending WHERE path = ?1")?
+                    .query_row([p.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let op = match existing {
+                    Some((op, d)) if d == digest[..] => op,
+                    _ => {
+                        let op = format!("d{:032x}", rand::random::<u128>());
+                        tx.prepare_cached(
+                            "INSERT INTO pending (path, op_id, digest) VALUES (?1, ?2, ?3) \
+                             ON CONFLICT (path) DO UPDATE SET op_id = excluded.op_id, digest = excluded.digest",
+                        )?
+                        .execute(params![p.as_str(), op, digest.as_slice()])?;
+                        op
+                    }
+                };
+                if let Some(content) = sent {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO sent (path, content_hash) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![p.as_str(), content.as_bytes().as_slice()])?;
                 }
-            };
+                out.push(op);
+            }
             tx.commit()?;
-            Ok(op)
+            Ok(out)
         })
     }
 
@@ -491,16 +519,16 @@ impl State {
 /// Notes `p`'s current agreed version among its ancestors (the newest
 /// [`ANCESTORS`] are kept).
 fn keep_as_ancestor(tx: &rusqlite::Transaction<'_>, p: &SyncPath) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR IGNORE INTO ancestors (path, rev, content_hash) \
          SELECT path, rev, content_hash FROM files WHERE path = ?1",
-        [p.as_str()],
-    )?;
-    tx.execute(
+    )?
+    .execute([p.as_str()])?;
+    tx.prepare_cached(
         "DELETE FROM ancestors WHERE path = ?1 AND rev NOT IN \
          (SELECT rev FROM ancestors WHERE path = ?1 ORDER BY rev DESC LIMIT ?2)",
-        params![p.as_str(), ANCESTORS],
-    )?;
+    )?
+    .execute(params![p.as_str(), ANCESTORS])?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ mod reconcile;
 
 pub use reconcile::RECONCILE_EVERY;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -183,7 +184,13 @@ pub struct Syncer {
     brake: DeleteBrake,
     /// The ignore rules of the last pass.
     ignore_digest: std::sync::Mutex<Option<[u8; 32]>>,
+    /// Each folder's entries by collision key, listed once per pull (see
+    /// [`Syncer::case_twins`]).
+    listings: std::sync::Mutex<HashMap<std::path::PathBuf, Arc<Listing>>>,
 }
+
+/// A folder's entries with their collision keys.
+type Listing = Vec<(String, SyncPath)>;
 
 /// The state key of the journal cursor.
 pub const CURSOR_KEY: &str = "cursor";
@@ -208,6 +215,7 @@ impl Syncer {
             reconciled: std::sync::Mutex::new(None),
             brake: DeleteBrake::default(),
             ignore_digest: std::sync::Mutex::new(None),
+            listings: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -432,19 +440,56 @@ impl Syncer {
     }
 
     /// Files in `p`'s folder whose names collide with `p`'s but differ.
+    ///
+    /// Each folder is listed once per pull, not once per file written into
+    /// it (that made a first download quadratic in the folder's size). A
+    /// twin created after the listing is found by the next pull, or by the
+    /// server when it is sent (`path_collision`); on a file system that
+    /// ignores case the check right before the rename sees it anyway.
     fn case_twins(&self, p: &SyncPath) -> Vec<SyncPath> {
         let key = p.collision_key();
         let dir = match p.parent() {
             Some(parent) => self.root.path_of(&parent),
             None => self.root.dir().to_owned(),
         };
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return Vec::new();
+        let cached = self
+            .listings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&dir)
+            .cloned();
+        let listing = match cached {
+            Some(l) => l,
+            None => {
+                let entries: Listing = match std::fs::read_dir(&dir) {
+                    Ok(rd) => rd
+                        .filter_map(Result::ok)
+                        .filter_map(|e| self.root.sync_path(&e.path()))
+                        .map(|q| (q.collision_key(), q))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                let l = Arc::new(entries);
+                self.listings
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(dir, l.clone());
+                l
+            }
         };
-        rd.filter_map(Result::ok)
-            .filter_map(|e| self.root.sync_path(&e.path()))
-            .filter(|q| q != p && q.collision_key() == key)
+        listing
+            .iter()
+            .filter(|(k, q)| q != p && *k == key)
+            .map(|(_, q)| q.clone())
             .collect()
+    }
+
+    /// Forgets the folder listings of the last pull.
+    fn forget_listings(&self) {
+        self.listings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 }
 

@@ -14,9 +14,9 @@ use axum::extract::{Path, State};
 use base64::Engine;
 use driftless_protocol::{
     ChunkHash, CreateUpload, CreatedUpload, ErrorCode, FileOp, FileResult, Outcome, PartState,
-    PutFile, UploadId, UploadState, UploadStatus,
+    PutFile, SyncPath, UploadId, UploadState, UploadStatus,
 };
-use driftless_store::meta::commit::{Commit, FileChange, commit as commit_op, live_rev};
+use driftless_store::meta::commit::{Commit, FileChange, commit_many, live_rev, live_revs};
 use driftless_store::meta::uploads::{self, Session};
 use driftless_store::meta::{chunks, to_db};
 use driftless_store::pack_key;
@@ -143,7 +143,29 @@ async fn create(
     .collect();
     drop(conn);
 
-    let mut results = Vec::with_capacity(req.files.len());
+    // The live revision of every path a pending put would replace, read
+    // once; a path an earlier operation of this batch writes is read again
+    // after that operation commits. Operations that need no bytes commit in
+    // order, many to a transaction, before anything after them that could
+    // see them.
+    let wants_bytes = |op: &FileOp| match op {
+        FileOp::Put(p) => p.chunks.iter().any(|c| missing.contains(&c.hash)),
+        _ => false,
+    };
+    let stale_paths: Vec<&SyncPath> = req
+        .files
+        .iter()
+        .zip(&checked)
+        .filter(|(op, _)| wants_bytes(op))
+        .filter_map(|(_, c)| match c {
+            Ok(FileChange::Put { path, .. }) => Some(path),
+            _ => None,
+        })
+        .collect();
+    let live = live_revs(&state.db, ns, &stale_paths).await?;
+    let mut results: Vec<Option<FileResult>> = Vec::with_capacity(req.files.len());
+    let mut queued: Vec<(usize, Commit)> = Vec::new();
+    let mut written: HashSet<SyncPath> = HashSet::new();
     let mut pending = Vec::new();
     let mut needed = Vec::new();
     let mut seen = HashSet::new();
@@ -151,50 +173,69 @@ async fn create(
         let change = match change {
             Ok(c) => c,
             Err((code, detail)) => {
-                results.push(result(op, Outcome::Error { code, detail }));
+                results.push(Some(result(op, Outcome::Error { code, detail })));
                 continue;
             }
         };
-        if let (FileOp::Put(p), FileChange::Put { path, .. }) = (op, &change) {
-            let lacking: Vec<_> = p
-                .chunks
-                .iter()
-                .map(|c| c.hash)
-                .filter(|h| missing.contains(h))
-                .collect();
-            if !lacking.is_empty() {
-                // A stale base revision would only conflict at commit: say so
-                // now, before the client sends any byte.
-                if let Some(current) = live_rev(&state.db, ns, path).await?
-                    && p.base_rev != Some(current)
-                {
-                    results.push(result(
-                        op,
-                        Outcome::Conflict {
-                            current_rev: Some(current),
-                        },
-                    ));
-                    continue;
-                }
-                needed.extend(lacking.into_iter().filter(|h| seen.insert(*h)));
-                pending.push(Pending {
-                    op: p.clone(),
-                    digest: hex(&validate::digest(op)),
-                });
-                results.push(result(op, Outcome::Pending));
+        if let (FileOp::Put(p), FileChange::Put { path, .. }) = (op, &change)
+            && wants_bytes(op)
+        {
+            // A stale base revision would only conflict at commit: say so
+            // now, before the client sends any byte.
+            let current = if written.contains(path) {
+                flush(&state, &mut queued, &mut results, &req.files).await?;
+                live_rev(&state.db, ns, path).await?
+            } else {
+                live.get(path).copied()
+            };
+            if let Some(current) = current
+                && p.base_rev != Some(current)
+            {
+                results.push(Some(result(
+                    op,
+                    Outcome::Conflict {
+                        current_rev: Some(current),
+                    },
+                )));
                 continue;
+            }
+            needed.extend(
+                p.chunks
+                    .iter()
+                    .map(|c| c.hash)
+                    .filter(|h| missing.contains(h) && seen.insert(*h)),
+            );
+            pending.push(Pending {
+                op: p.clone(),
+                digest: hex(&validate::digest(op)),
+            });
+            results.push(Some(result(op, Outcome::Pending)));
+            continue;
+        }
+        match &change {
+            FileChange::Put { path, .. } | FileChange::Delete { path, .. } => {
+                written.insert(path.clone());
+            }
+            FileChange::Move { from, to, .. } => {
+                written.insert(from.clone());
+                written.insert(to.clone());
             }
         }
-        let c = Commit {
-            namespace: ns,
-            op_id: op.op_id().clone(),
-            digest: validate::digest(op),
-            device: Some(caller.device),
-            reuse: chunks::Usable::OfferedTo(caller.device),
-            change,
-        };
-        results.push(result(op, commit_op(&state.db, &c).await?));
+        queued.push((
+            results.len(),
+            Commit {
+                namespace: ns,
+                op_id: op.op_id().clone(),
+                digest: validate::digest(op),
+                device: Some(caller.device),
+                reuse: chunks::Usable::OfferedTo(caller.device),
+                change,
+            },
+        ));
+        results.push(None);
     }
+    flush(&state, &mut queued, &mut results, &req.files).await?;
+    let results: Vec<FileResult> = results.into_iter().flatten().collect();
     state.committed();
     state.metrics.outcomes(&results);
     if pending.is_empty() {
@@ -367,4 +408,23 @@ async fn abort(
         .await?;
     uploads::close_session(&state.db, s.namespace, &s.id, "aborted", None).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Commits the queued operations (in order, many to a transaction) and puts
+/// each outcome in its slot.
+async fn flush(
+    state: &AppState,
+    queued: &mut Vec<(usize, Commit)>,
+    results: &mut [Option<FileResult>],
+    ops: &[FileOp],
+) -> ApiResult<()> {
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let (slots, commits): (Vec<usize>, Vec<Commit>) = std::mem::take(queued).into_iter().unzip();
+    let outcomes = commit_many(&state.db, &commits).await?;
+    for (slot, outcome) in slots.into_iter().zip(outcomes) {
+        results[slot] = Some(result(&ops[slot], outcome));
+    }
+    Ok(())
 }

@@ -405,3 +405,87 @@ pub(crate) async fn download_both_ways(api: &Api, ns: u64, path: &str, expected:
         m.chunks.len()
     );
 }
+
+/// Each operation of a batch sees the ones before it: a delete frees its
+/// path for a new file sent later in the same batch, a stale base is
+/// refused before any byte is sent, and a put whose chunks are stored
+/// already commits at once, in order with the others.
+#[tokio::test]
+async fn a_batch_applies_in_order_with_its_early_checks() {
+    let app = TestApp::spawn().await;
+    let (token, ns) = app.user("orderly", None).await;
+    let api = Api::new(&app.url, &token);
+    let one = data(300_000, 1);
+    let (r, _) = upload(&api, ns, &[prepare("a.txt", &one, None, "first-a")]).await;
+    let rev_a = committed(&r[0]);
+    let two = data(200_000, 2);
+    let (r, _) = upload(&api, ns, &[prepare("b.txt", &two, None, "first-b")]).await;
+    let rev_b = committed(&r[0]);
+
+    let new_a = data(250_000, 3);
+    let new_a = prepare("a.txt", &new_a, None, "new-a");
+    let new_b = data(260_000, 4);
+    let new_b = prepare("b.txt", &new_b, Some(Rev(rev_b.0 - 1)), "stale-b");
+    let copy = prepare("c.txt", &one, None, "copy-c");
+    let ops = vec![
+        FileOp::Delete {
+            op_id: "delete-a".parse().unwrap(),
+            path: "a.txt".into(),
+            base_rev: rev_a,
+        },
+        FileOp::Put(new_a.put.clone()),
+        FileOp::Put(new_b.put.clone()),
+        FileOp::Put(copy.put.clone()),
+    ];
+    let (status, v) = api
+        .post(
+            &format!("/v1/namespaces/{ns}/uploads"),
+            &json!({ "files": ops }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let created: CreatedUpload = serde_json::from_value(v).unwrap();
+    let outcomes: Vec<&Outcome> = created.results.iter().map(|r| &r.outcome).collect();
+    assert!(
+        matches!(outcomes[0], Outcome::Committed { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[1],
+        &Outcome::Pending,
+        "the delete before it freed a.txt"
+    );
+    assert_eq!(
+        outcomes[2],
+        &Outcome::Conflict {
+            current_rev: Some(rev_b)
+        }
+    );
+    assert!(
+        matches!(outcomes[3], Outcome::Committed { .. }),
+        "{outcomes:?}"
+    );
+    // The session holds only what the pending put needs.
+    let wanted: std::collections::HashSet<ChunkHash> =
+        new_a.put.chunks.iter().map(|c| c.hash).collect();
+    assert!(created.needed.iter().all(|h| wanted.contains(h)));
+    let upload_id = created.upload_id.unwrap();
+    let mut done = Vec::new();
+    for p in &crate::client::pack(std::slice::from_ref(&new_a), &created.needed) {
+        done.push(CompletedPart {
+            part_number: p.request.part_number,
+            etag: send_part(&api, upload_id.as_str(), p).await,
+        });
+    }
+    let (status, v) = api
+        .post(
+            &format!("/v1/uploads/{upload_id}/commit"),
+            &serde_json::to_value(CommitRequest { parts: done }).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let done: CommitResponse = serde_json::from_value(v).unwrap();
+    let rev = committed(&done.results[0]);
+    assert!(rev > rev_b);
+    assert_eq!(read_back(&app, ns, "a.txt").await, data(250_000, 3));
+}

@@ -26,6 +26,7 @@ impl Syncer {
         ignore: &Ignore,
         report: &mut PassReport,
     ) -> Result<(), SyncError> {
+        self.forget_listings();
         let mut cursor = self.state.get(CURSOR_KEY)?;
         // Starting over while this folder holds synced files (the cursor
         // was reset: a restore, a long absence, a new server): the
@@ -90,6 +91,7 @@ impl Syncer {
                 break;
             }
         }
+        self.forget_listings();
         if let Some(c) = &cursor
             && let Err(e) = self.api.report_cursor(self.ns, c).await
         {

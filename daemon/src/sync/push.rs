@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use driftless_protocol::{CreateUpload, ErrorCode, FileOp, Outcome, Rev, SyncPath};
+use driftless_protocol::{ErrorCode, Outcome, Rev, SyncPath};
 
 use super::{PassReport, SyncError, Syncer, chunk_list};
 use crate::hash::{HashedFile, hash_file};
@@ -18,6 +18,8 @@ use crate::local::LocalStat;
 use crate::scan::{Ignore, scan};
 use crate::state::Synced;
 use crate::upload::{UploadError, UploadItem, batch_key, upload_batch};
+
+mod ops;
 
 /// A local file that differs from its synced record.
 struct Changed {
@@ -224,19 +226,29 @@ impl Syncer {
     /// The upload items of a batch (operation ids are stable: the same
     /// file, content and base give the same id after a crash).
     fn items_for(&self, batch: &[Changed]) -> Result<Vec<UploadItem>, SyncError> {
+        let digests: Vec<[u8; 32]> = batch
+            .iter()
+            .map(|c| {
+                let base_rev = c.base.as_ref().map_or(0, |b| b.rev.0);
+                let mut digest = blake3::Hasher::new();
+                digest.update(c.hashed.content_hash.as_bytes());
+                digest.update(&base_rev.to_le_bytes());
+                *digest.finalize().as_bytes()
+            })
+            .collect();
+        let asked: Vec<_> = batch
+            .iter()
+            .zip(&digests)
+            .map(|(c, d)| (&c.path, d, Some(&c.hashed.content_hash)))
+            .collect();
+        let ops = self.state.ops_for(&asked)?;
         let mut items = Vec::with_capacity(batch.len());
-        for c in batch {
-            let base_rev = c.base.as_ref().map(|b| b.rev);
-            let mut digest = blake3::Hasher::new();
-            digest.update(c.hashed.content_hash.as_bytes());
-            digest.update(&base_rev.map_or(0, |r| r.0).to_le_bytes());
-            let op = self.state.op_for(&c.path, digest.finalize().as_bytes())?;
-            self.state.note_sent(&c.path, &c.hashed.content_hash)?;
+        for (c, op) in batch.iter().zip(ops) {
             items.push(UploadItem {
                 local: self.root.path_of(&c.path),
                 hashed: c.hashed.clone(),
                 remote: c.path.as_str().to_owned(),
-                base_rev,
+                base_rev: c.base.as_ref().map(|b| b.rev),
                 op_id: op
                     .parse()
                     .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
@@ -321,12 +333,23 @@ impl Syncer {
             // instant before): those files go once more, in a new session
             // that asks again what the server holds.
             let mut again = Vec::new();
+            let mut synced = Vec::new();
             for (c, r) in batch.into_iter().zip(sent.results) {
                 match r.outcome {
                     Outcome::Error {
                         code: ErrorCode::ChunkMissing,
                         ..
                     } if !retried => again.push(c),
+                    // Recorded together below, in one transaction.
+                    Outcome::Committed { rev, .. } => synced.push((
+                        Synced {
+                            path: c.path.clone(),
+                            rev,
+                            content_hash: c.hashed.content_hash,
+                            stat: c.stat,
+                        },
+                        chunk_list(&c.hashed),
+                    )),
                     outcome => {
                         if let Err(e) = self.apply_result(&c, outcome, report).await {
                             failed.push((c.path.clone(), e));
@@ -334,6 +357,8 @@ impl Syncer {
                     }
                 }
             }
+            self.state.record_many(&synced)?;
+            report.uploaded += synced.len() as u64;
             if !again.is_empty() {
                 tracing::info!(
                     files = again.len(),
@@ -447,116 +472,6 @@ impl Syncer {
         // The copy is a new file: it uploads now (or at the next pass).
         if let Err(e) = Box::pin(self.upload(&copy, report)).await {
             tracing::warn!(path = %copy, error = %e, "conflicted copy not uploaded yet");
-        }
-        Ok(())
-    }
-
-    /// Sends moves in one request; for each, `false` if the server refused
-    /// it (then it is sent as a delete and a new file).
-    async fn send_moves(
-        &self,
-        pairs: &[(Synced, usize)],
-        changed: &[Changed],
-        report: &mut PassReport,
-    ) -> Result<Vec<bool>, SyncError> {
-        let mut ops = Vec::with_capacity(pairs.len());
-        for (from, i) in pairs {
-            let to = &changed[*i];
-            let mut digest = blake3::Hasher::new();
-            digest.update(b"move");
-            digest.update(from.path.as_str().as_bytes());
-            digest.update(&from.rev.0.to_le_bytes());
-            let op = self.state.op_for(&to.path, digest.finalize().as_bytes())?;
-            self.state.note_sent(&to.path, &to.hashed.content_hash)?;
-            ops.push(FileOp::Move {
-                op_id: op
-                    .parse()
-                    .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
-                from: from.path.as_str().to_owned(),
-                from_rev: from.rev,
-                to: to.path.as_str().to_owned(),
-                base_rev: None,
-            });
-        }
-        let r = self
-            .api
-            .create_upload(self.ns, &CreateUpload { files: ops })
-            .await?;
-        let mut out = Vec::with_capacity(pairs.len());
-        for ((from, i), result) in pairs.iter().zip(r.results) {
-            let to = &changed[*i];
-            match result.outcome {
-                Outcome::Committed { rev, .. } => {
-                    self.state.forget(&from.path)?;
-                    self.state.record(
-                        &Synced {
-                            path: to.path.clone(),
-                            rev,
-                            content_hash: to.hashed.content_hash,
-                            stat: to.stat,
-                        },
-                        &chunk_list(&to.hashed),
-                    )?;
-                    report.moved += 1;
-                    out.push(true);
-                }
-                other => {
-                    tracing::info!(from = %from.path, to = %to.path, outcome = ?other, "move refused; sending it as a delete and a new file");
-                    out.push(false);
-                }
-            }
-        }
-        out.resize(pairs.len(), false);
-        Ok(out)
-    }
-
-    /// Deletes on the server files deleted here, in one request. A file
-    /// edited there meanwhile wins: it comes back here.
-    async fn send_deletes(
-        &self,
-        gone: &[Synced],
-        report: &mut PassReport,
-    ) -> Result<(), SyncError> {
-        let mut ops = Vec::with_capacity(gone.len());
-        for s in gone {
-            let mut digest = blake3::Hasher::new();
-            digest.update(b"delete");
-            digest.update(&s.rev.0.to_le_bytes());
-            let op = self.state.op_for(&s.path, digest.finalize().as_bytes())?;
-            ops.push(FileOp::Delete {
-                op_id: op
-                    .parse()
-                    .map_err(|e| ClientError::Protocol(format!("{e:?}")))?,
-                path: s.path.as_str().to_owned(),
-                base_rev: s.rev,
-            });
-        }
-        let r = self
-            .api
-            .create_upload(self.ns, &CreateUpload { files: ops })
-            .await?;
-        for (s, result) in gone.iter().zip(r.results) {
-            match result.outcome {
-                Outcome::Committed { .. } => {
-                    self.state.forget(&s.path)?;
-                    report.deleted_there += 1;
-                }
-                Outcome::Conflict { current_rev } => {
-                    self.state.forget(&s.path)?;
-                    if current_rev.is_some()
-                        && let Err(e) = self.download(&s.path, None, None, report).await
-                    {
-                        report.problem(s.path.as_str(), e);
-                    }
-                }
-                Outcome::Error {
-                    code: ErrorCode::NotFound,
-                    ..
-                } => {
-                    self.state.forget(&s.path)?;
-                }
-                other => report.problem(s.path.as_str(), format!("delete not applied: {other:?}")),
-            }
         }
         Ok(())
     }

@@ -17,7 +17,9 @@ use super::manifest::Manifest;
 use super::{from_db, to_db};
 use crate::db::{Db, now_ms};
 
+mod batch;
 mod versions;
+pub use batch::{PUTS_PER_TX, commit_many};
 use versions::{VersionRow, version_at, write_version};
 
 /// What an operation does to the tree.
@@ -453,18 +455,23 @@ async fn apply(
     Ok(Ok(entry))
 }
 
+/// How a change's kind is stored in `journal.kind`.
+fn journal_kind(kind: ChangeKind) -> i64 {
+    match kind {
+        ChangeKind::Put => 0,
+        ChangeKind::Delete => 1,
+        ChangeKind::Move => 2,
+        ChangeKind::Repair => 3,
+    }
+}
+
 pub(super) async fn append_journal(
     tx: &mut Transaction<'static, Any>,
     ns: NamespaceId,
     e: &ChangeEntry,
 ) -> Result<(), sqlx::Error> {
     let seq = e.seq.map(|s| to_db(s.0)).unwrap_or(0);
-    let kind = match e.kind {
-        ChangeKind::Put => 0i64,
-        ChangeKind::Delete => 1,
-        ChangeKind::Move => 2,
-        ChangeKind::Repair => 3,
-    };
+    let kind = journal_kind(e.kind);
     sqlx::query(
         "INSERT INTO journal (namespace_id, seq, path, rev, kind, moved_from, device_id, committed_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -495,6 +502,34 @@ pub(super) async fn append_journal(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The live revision of each of `paths` that has a live file, in a few
+/// statements: [`live_rev`] for a batch.
+pub async fn live_revs(
+    db: &Db,
+    ns: NamespaceId,
+    paths: &[&SyncPath],
+) -> Result<std::collections::HashMap<SyncPath, Rev>, sqlx::Error> {
+    let mut out = std::collections::HashMap::with_capacity(paths.len());
+    for batch in paths.chunks(400) {
+        let list: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT path, rev FROM files WHERE namespace_id = $1 AND deleted = 0 AND path IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(to_db(ns.0));
+        for p in batch {
+            q = q.bind(p.as_str());
+        }
+        for r in q.fetch_all(db.pool()).await? {
+            let path: String = r.try_get("path")?;
+            if let Ok(path) = SyncPath::parse(&path) {
+                out.insert(path, Rev(from_db(r.try_get("rev")?)));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The live revision at `path`, if a live file is there. Used to refuse a

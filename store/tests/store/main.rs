@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod batch;
 mod blob;
 mod cancel;
 mod commit;

@@ -2,8 +2,8 @@
 //!
 //! Every registered part must be in S3 (ListParts, not our table) with the
 //! size it was registered and signed with; only then is the multipart upload
-//! completed, the chunk locations recorded and each file committed in its own
-//! transaction. Every step is idempotent, so a commit retried after any crash
+//! completed, the chunk locations recorded and the files committed, many to a
+//! transaction with the rules of one at a time. Every step is idempotent, so a commit retried after any crash
 //! (ours or the client's) converges to the same results.
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use driftless_protocol::DeviceId;
 use driftless_protocol::{CommitRequest, CommitResponse, ErrorCode, FileOp, StoredCodec};
 use driftless_store::meta::chunks::{self, ChunkLocation, Usable, record_chunks};
-use driftless_store::meta::commit::{Commit, commit as commit_op};
+use driftless_store::meta::commit::{Commit, commit_many};
 use driftless_store::meta::to_db;
 use driftless_store::meta::uploads::{self, Part, Session};
 use driftless_store::{BlobError, pack_key};
@@ -31,7 +31,7 @@ const S3_MIN_PART: u64 = 5 << 20;
     post,
     path = "/v1/uploads/{id}/commit",
     tag = "uploads",
-    summary = "Commit: every part checked in storage, then each file in its own transaction",
+    summary = "Commit: every part checked in storage, then the files, each with its own result",
     params(("id" = String, Path, description = "Upload session id")),
     request_body = CommitRequest,
     responses((status = 200, description = "Per-file results", body = CommitResponse), (status = "default", description = "An RFC 9457 problem document with a stable `code`", body = Problem, content_type = "application/problem+json")),
@@ -184,24 +184,40 @@ async fn finish(
         .unwrap_or_default();
     let pending: Vec<Pending> = serde_json::from_str(&request)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    let mut results = Vec::with_capacity(pending.len());
-    for p in pending {
-        let op = FileOp::Put(p.op);
-        let outcome = match validate::op(&op, state.settings.max_file_bytes) {
+    // The files in order, committed in a few transactions (the same rules
+    // as one at a time); an op that fails validation gets its refusal in
+    // its place.
+    let mut refused = Vec::with_capacity(pending.len());
+    let mut commits = Vec::with_capacity(pending.len());
+    let ops: Vec<FileOp> = pending.into_iter().map(|p| FileOp::Put(p.op)).collect();
+    for op in &ops {
+        match validate::op(op, state.settings.max_file_bytes) {
             Ok(change) => {
-                let c = Commit {
+                refused.push(None);
+                commits.push(Commit {
                     namespace: s.namespace,
                     op_id: op.op_id().clone(),
-                    digest: validate::digest(&op),
+                    digest: validate::digest(op),
                     device: Some(caller.device),
                     reuse: Usable::OfferedTo(caller.device),
                     change,
-                };
-                commit_op(&state.db, &c).await?
+                });
             }
-            Err((code, detail)) => driftless_protocol::Outcome::Error { code, detail },
+            Err((code, detail)) => {
+                refused.push(Some(driftless_protocol::Outcome::Error { code, detail }))
+            }
+        }
+    }
+    let mut committed = commit_many(&state.db, &commits).await?.into_iter();
+    let mut results = Vec::with_capacity(ops.len());
+    for (op, refused) in ops.iter().zip(refused) {
+        let outcome = match refused {
+            Some(outcome) => outcome,
+            None => committed.next().ok_or_else(|| {
+                ApiError::new(ErrorCode::Internal, "a file's commit gave no outcome")
+            })?,
         };
-        results.push(result(&op, outcome));
+        results.push(result(op, outcome));
     }
     state.committed();
     state.metrics.uploaded(total);
