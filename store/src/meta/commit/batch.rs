@@ -25,10 +25,16 @@ use sqlx::any::AnyRow;
 
 use super::*;
 
-/// Puts per transaction: enough to amortise the round trips, few enough
-/// that one user's huge session does not hold SQLite's only writer (or the
-/// folder's row lock) for long.
+/// Puts per transaction on PostgreSQL: enough to amortise the round trips,
+/// few enough that the folder's row lock is not held for long (other
+/// folders never wait for it).
 pub const PUTS_PER_TX: usize = 500;
+
+/// Puts per transaction on SQLite, whose one connection every user's every
+/// statement waits for: a transaction of 25 puts holds it for a few
+/// milliseconds, so one user's 6,000-file commit adds at most that to each
+/// statement of another's (api/tests/api/costs.rs).
+pub const PUTS_PER_TX_SQLITE: usize = 25;
 
 /// Keys per `IN (...)` list (well under either database's parameter limit).
 const KEYS_PER_QUERY: usize = 400;
@@ -55,7 +61,11 @@ pub async fn commit_many(db: &Db, batch: &[Commit]) -> Result<Vec<Outcome>, sqlx
         }
         return Ok(out);
     }
-    for slice in batch.chunks(PUTS_PER_TX) {
+    let per_tx = match db.dialect() {
+        crate::db::Dialect::Sqlite => PUTS_PER_TX_SQLITE,
+        crate::db::Dialect::Postgres => PUTS_PER_TX,
+    };
+    for slice in batch.chunks(per_tx) {
         out.extend(commit_puts(db, slice).await?);
     }
     Ok(out)
