@@ -20,6 +20,9 @@ use crate::local::LocalStat;
 mod uploads;
 pub use uploads::{SavedPart, SavedUpload};
 
+/// One chunk of a synced file as the state keeps it: hash, offset, length.
+pub type ChunkRecord = (ChunkHash, u64, u32);
+
 /// What a synced file was when it last matched the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Synced {
@@ -302,10 +305,7 @@ impl State {
     }
 
     /// [`record`](Self::record) for many files, in one transaction.
-    pub fn record_many(
-        &self,
-        files: &[(Synced, Vec<(ChunkHash, u64, u32)>)],
-    ) -> Result<(), StateError> {
+    pub fn record_many(&self, files: &[(Synced, Vec<ChunkRecord>)]) -> Result<(), StateError> {
         self.with(|c| {
             let tx = c.transaction()?;
             for (s, chunks) in files {

@@ -19,7 +19,7 @@ use crate::db::{Db, now_ms};
 
 mod batch;
 mod versions;
-pub use batch::{PUTS_PER_TX, commit_many};
+pub use batch::{PUTS_PER_TX, PUTS_PER_TX_SQLITE, commit_many};
 use versions::{VersionRow, version_at, write_version};
 
 /// What an operation does to the tree.

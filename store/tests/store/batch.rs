@@ -302,7 +302,10 @@ async fn a_batch_commits_exactly_as_its_puts_one_by_one() {
             "error SizeMismatch",
             "error OpIdReused",
         ] {
-            assert!(seen.get(kind).copied().unwrap_or(0) >= 5, "{kind}: {seen:?}");
+            assert!(
+                seen.get(kind).copied().unwrap_or(0) >= 5,
+                "{kind}: {seen:?}"
+            );
         }
         assert!(seen["committed"] > 300, "{seen:?}");
     }
