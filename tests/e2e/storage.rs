@@ -150,6 +150,12 @@ async fn on_a_three_node_cluster_nodes_killed_mid_upload_lose_nothing() {
             .as_ref()
             .map(|r| (r.uploaded, r.bytes_up, &r.problems))
     );
+    // "Back" means back in the cluster: a restarted node answers 503 until
+    // it has its peers again (seconds, more on a busy machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !cluster.healthy_via(0) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut sent = first.as_ref().map_or(0, |r| r.bytes_up);
     let mut done = first.as_ref().is_ok_and(|r| r.uploaded == 1);
     for _ in 0..10 {
@@ -157,7 +163,12 @@ async fn on_a_three_node_cluster_nodes_killed_mid_upload_lose_nothing() {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Ok(r) = a.syncer.pass().await {
+        let res = a.syncer.pass().await;
+        eprintln!(
+            "a pass after the node came back: {:?}",
+            res.as_ref().map(|r| (r.uploaded, r.bytes_up, &r.problems))
+        );
+        if let Ok(r) = res {
             sent += r.bytes_up;
             done = r.uploaded == 1 && r.problems.is_empty();
         }

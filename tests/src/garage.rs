@@ -162,7 +162,17 @@ impl GarageNode {
                 .args(["node", "id", "-q"])
                 .output()
                 .unwrap();
-            if out.status.success() {
+            // `node id` reads the node's key from its folder, which exists
+            // before the node listens: wait for its RPC and S3 ports too (a
+            // `layout assign` sent before met "connection refused").
+            let listening = |port: u16| {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            };
+            if out.status.success() && listening(self.rpc_port) && listening(self.s3_port) {
                 return String::from_utf8_lossy(&out.stdout).trim().to_owned();
             }
             assert!(
