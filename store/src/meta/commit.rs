@@ -342,30 +342,8 @@ async fn apply(
             let mut seen = std::collections::HashSet::new();
             let wanted: Vec<_> = manifest.hashes().filter(|h| seen.insert(*h)).collect();
             let stored = usable_lengths(tx, ns, c.reuse, &wanted).await?;
-            let missing: Vec<_> = wanted.iter().filter(|h| !stored.contains_key(h)).collect();
-            if let Some(first) = missing.first() {
-                return Ok(Err(error(
-                    ErrorCode::ChunkMissing,
-                    &format!("{} chunks not stored, first {first}", missing.len()),
-                )));
-            }
-            // Each chunk must fill exactly its slot: a chunk named with
-            // another length than its stored bytes would make every reader
-            // fill the rest with bytes nobody wrote.
-            if let Some((i, bad)) = manifest
-                .specs()
-                .enumerate()
-                .find(|(_, s)| stored.get(&s.hash) != Some(&s.len))
-            {
-                return Ok(Err(error(
-                    ErrorCode::SizeMismatch,
-                    &format!(
-                        "chunk {i} ({}) is declared {} bytes but the stored chunk has {}",
-                        bad.hash,
-                        bad.len,
-                        stored.get(&bad.hash).copied().unwrap_or(0)
-                    ),
-                )));
+            if let Some(refused) = chunk_refusal(manifest, &stored) {
+                return Ok(Err(refused));
             }
             let v = VersionRow {
                 size: manifest.total_len(),
@@ -453,6 +431,40 @@ async fn apply(
         }
     }
     Ok(Ok(entry))
+}
+
+/// Why a put whose manifest is `manifest` cannot commit given the usable
+/// chunks' lengths `stored`: a chunk not stored, or one named with another
+/// length than its stored bytes (every reader would fill the rest of its
+/// slot with bytes nobody wrote).
+fn chunk_refusal(
+    manifest: &Manifest,
+    stored: &std::collections::HashMap<driftless_protocol::ChunkHash, u32>,
+) -> Option<Outcome> {
+    let mut seen = std::collections::HashSet::new();
+    let missing: Vec<_> = manifest
+        .hashes()
+        .filter(|h| seen.insert(*h) && !stored.contains_key(h))
+        .collect();
+    if let Some(first) = missing.first() {
+        return Some(error(
+            ErrorCode::ChunkMissing,
+            &format!("{} chunks not stored, first {first}", missing.len()),
+        ));
+    }
+    let (i, bad) = manifest
+        .specs()
+        .enumerate()
+        .find(|(_, s)| stored.get(&s.hash) != Some(&s.len))?;
+    Some(error(
+        ErrorCode::SizeMismatch,
+        &format!(
+            "chunk {i} ({}) is declared {} bytes but the stored chunk has {}",
+            bad.hash,
+            bad.len,
+            stored.get(&bad.hash).copied().unwrap_or(0)
+        ),
+    ))
 }
 
 /// How a change's kind is stored in `journal.kind`.

@@ -305,35 +305,7 @@ fn refusal(p: &PutRef<'_>, facts: &Facts, written: &Written<'_>) -> Option<Outco
         }
         break;
     }
-    let mut seen = HashSet::new();
-    let missing: Vec<_> = p
-        .manifest
-        .hashes()
-        .filter(|h| seen.insert(*h) && !facts.usable.contains_key(h))
-        .collect();
-    if let Some(first) = missing.first() {
-        return Some(error(
-            ErrorCode::ChunkMissing,
-            &format!("{} chunks not stored, first {first}", missing.len()),
-        ));
-    }
-    if let Some((i, bad)) = p
-        .manifest
-        .specs()
-        .enumerate()
-        .find(|(_, s)| facts.usable.get(&s.hash) != Some(&s.len))
-    {
-        return Some(error(
-            ErrorCode::SizeMismatch,
-            &format!(
-                "chunk {i} ({}) is declared {} bytes but the stored chunk has {}",
-                bad.hash,
-                bad.len,
-                facts.usable.get(&bad.hash).copied().unwrap_or(0)
-            ),
-        ));
-    }
-    None
+    chunk_refusal(p.manifest, &facts.usable)
 }
 
 async fn read_facts(
